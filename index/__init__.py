@@ -1,0 +1,10 @@
+"""Case retrieval: L2-normalised image embeddings of atlas cases in a FAISS index.
+
+Imports only numpy, faiss and the standard library, so serving code needs no torch.
+"""
+
+from index.hits import Hit
+from index.manifest import Manifest
+from index.store import CaseIndex
+
+__all__ = ["CaseIndex", "Hit", "Manifest"]

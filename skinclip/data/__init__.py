@@ -1,0 +1,1 @@
+"""Data ingestion: read dermatology sources, build captions, write webdataset shards."""

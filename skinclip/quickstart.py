@@ -1,0 +1,226 @@
+"""``skinclip quickstart``: the whole chain on the derm7pt atlas, into one output folder.
+
+Steps: shards -> training -> test-split evaluation (trained and untrained) -> case index ->
+example retrievals. Rerunning after a kill resumes training from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from skinclip.data.atlas import read_atlas
+from skinclip.data.shards import write_shards
+
+logger = logging.getLogger(__name__)
+
+DATA_HELP = (
+    "SkinCLIP quickstart needs the derm7pt atlas (Kawahara et al., IEEE JBHI 2019; images from "
+    "the Interactive Atlas of Dermoscopy). Request it from http://derm.cs.sfu.ca (academic "
+    "use only), unpack it so that DATA/derm7pt/meta/meta.csv exists, then pass "
+    "--data DATA or set SKINCLIP_DATA=DATA."
+)
+
+
+@dataclass
+class QuickstartOptions:
+    """What to run; ``None`` fields take the defaults of ``configs/quickstart.yaml``."""
+
+    data: Path | None = None
+    out: Path = Path("outputs/quickstart")
+    max_cases: int | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    workers: int = 2
+    config: Path | None = None
+
+
+def find_atlas(data: Path | None) -> Path:
+    """Locate the derm7pt folder from ``--data`` or ``SKINCLIP_DATA``.
+
+    Accepts the folder that holds ``derm7pt/`` or the ``derm7pt`` folder itself.
+
+    Raises:
+        FileNotFoundError: With download instructions when nothing is found.
+    """
+    if data is None:
+        env = os.environ.get("SKINCLIP_DATA")
+        if not env:
+            raise FileNotFoundError(f"No data given and SKINCLIP_DATA is not set. {DATA_HELP}")
+        data = Path(env)
+    for candidate in (Path(data) / "derm7pt", Path(data)):
+        if (candidate / "meta" / "meta.csv").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"No derm7pt atlas under {data} (looked for meta/meta.csv). {DATA_HELP}"
+    )
+
+
+def default_config() -> Path:
+    """``configs/quickstart.yaml`` of the source checkout this package runs from."""
+    path = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Default training config {path} not found (installed without the source tree?). "
+            "Pass --config PATH to a training YAML such as the repository's "
+            "configs/quickstart.yaml."
+        )
+    return path
+
+
+def _first_cases(records, max_cases: int | None):
+    if max_cases is None:
+        yield from records
+        return
+    seen: set[str] = set()
+    for record in records:
+        case_id = record.meta["case_id"]
+        if case_id not in seen and len(seen) >= max_cases:
+            continue
+        seen.add(case_id)
+        yield record
+
+
+def _train(options: QuickstartOptions, shards: Path, train_dir: Path) -> Path:
+    from skinclip.train.cli import last_checkpoint, run_training
+
+    args = [
+        "fit",
+        "--config",
+        str(options.config or default_config()),
+        "--data.shards",
+        str(shards),
+        "--data.num_workers",
+        str(options.workers),
+        "--trainer.default_root_dir",
+        str(train_dir),
+    ]
+    if options.epochs is not None:
+        args += ["--trainer.max_epochs", str(options.epochs)]
+        args += ["--trainer.check_val_every_n_epoch", str(options.epochs)]
+    if options.image_size is not None:
+        args += ["--model.image_size", str(options.image_size)]
+    resume = last_checkpoint(train_dir)
+    if resume:
+        logger.info("Resuming training from %s", resume)
+        args += ["--ckpt_path", str(resume)]
+    run_training(args)
+    final = last_checkpoint(train_dir)
+    if final is None:
+        raise RuntimeError(f"Training ended without writing {train_dir / 'checkpoints'}.")
+    return final
+
+
+def _examples(index, encoded, k: int = 3, n: int = 3) -> list[dict]:
+    examples = []
+    for row in range(min(n, len(encoded.metas))):
+        hits = index.search(encoded.image_embeds[row].numpy(), k=k)[0]
+        meta = encoded.metas[row]
+        examples.append(
+            {
+                "query": meta["key"],
+                "query_diagnosis": meta.get("diagnosis"),
+                "hits": [
+                    {
+                        "case_id": h.case_id,
+                        "score": round(h.score, 4),
+                        "diagnosis": h.item.get("diagnosis"),
+                        "modality": h.item.get("modality"),
+                        "caption": h.item.get("caption"),
+                    }
+                    for h in hits
+                ],
+            }
+        )
+    return examples
+
+
+def run_quickstart(options: QuickstartOptions) -> dict:
+    """Run every step and write ``<out>/metrics.json``.
+
+    Returns:
+        The metrics written.
+    """
+    from skinclip.encode import encode_split
+    from skinclip.evaluate import evaluate_split, zeroshot_scores
+    from skinclip.metrics import retrieval_recall
+    from skinclip.model.towers import create_skinclip
+    from skinclip.retrieval import build_case_index
+
+    atlas = find_atlas(options.data)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+
+    start = time.perf_counter()
+    records = _first_cases(read_atlas(atlas), options.max_cases)
+    shards = out / "shards"
+    manifest = write_shards(records, shards, shard_size=128, source_name="derm7pt")
+    timings["shards_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    checkpoint = _train(options, shards, out / "train")
+    timings["train_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    trained = create_skinclip(pretrained=str(checkpoint))
+    image_size = trained.model.visual.image_size
+    untrained = create_skinclip(
+        image_size=image_size[0] if isinstance(image_size, tuple) else image_size
+    )
+    results = {"untrained": evaluate_split(untrained, shards, "test", options.workers)}
+    encoded = encode_split(trained, shards, "test", num_workers=options.workers)
+    results["trained"] = {
+        "split": "test",
+        "images": len(encoded.metas),
+        "model_id": trained.model_id,
+    }
+    results["trained"].update(zeroshot_scores(trained, encoded))
+    results["trained"].update(retrieval_recall(encoded.image_embeds, encoded.text_embeds))
+    timings["evaluate_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    index = build_case_index(trained, shards, ("train",), num_workers=options.workers)
+    index.save(out / "index")
+    timings["index_s"] = time.perf_counter() - start
+
+    metrics = {
+        "data": str(atlas),
+        "checkpoint": str(checkpoint),
+        "shards": {"counts": manifest["counts"], "skipped": manifest["skipped_count"]},
+        "test": results,
+        "examples": _examples(index, encoded),
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+    }
+    _write_json(out / "metrics.json", metrics)
+    _log_summary(metrics)
+    return metrics
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def _log_summary(metrics: dict) -> None:
+    for name in ("untrained", "trained"):
+        row = metrics["test"][name]
+        logger.info(
+            "%s: zero-shot 4-class balanced acc %.3f, text->image R@10 %.3f (%d test images)",
+            name,
+            row["zeroshot_balanced_acc"],
+            row["text_to_image_R@10"],
+            row["images"],
+        )
+    for example in islice(metrics["examples"], 3):
+        logger.info("Query %s (%s):", example["query"], example["query_diagnosis"])
+        for hit in example["hits"]:
+            logger.info(
+                "  %.3f %s %s [%s]", hit["score"], hit["case_id"], hit["diagnosis"], hit["modality"]
+            )

@@ -1,0 +1,1 @@
+"""Lightning training app for SkinCLIP (kept apart from the model library)."""

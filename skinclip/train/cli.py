@@ -1,0 +1,99 @@
+"""``skinclip train``: LightningCLI over the module and data module, plus export at the end."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from skinclip.model.towers import SkinCLIPBundle, export_open_clip
+from skinclip.train.datamodule import ShardDataModule
+from skinclip.train.module import SkinCLIPModule, default_precision
+
+logger = logging.getLogger(__name__)
+
+
+class ExportOpenCLIP(Callback):
+    """Write the trained model as an open_clip ``local-dir:`` folder when fitting ends.
+
+    Args:
+        dirpath: Target folder; ``None`` puts it at ``<default_root_dir>/export``.
+    """
+
+    def __init__(self, dirpath: str | None = None):
+        self.dirpath = dirpath
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: SkinCLIPModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        out = Path(self.dirpath or Path(trainer.default_root_dir) / "export")
+        hp = pl_module.hparams
+        bundle = SkinCLIPBundle(
+            pl_module.model,
+            None,
+            _eval_preprocess(pl_module),
+            pl_module.tokenizer,
+            hp.model_name,
+            f"{hp.model_name}@trained",
+        )
+        export_open_clip(bundle, out)
+        logger.info("Exported open_clip model to %s", out)
+
+
+def _eval_preprocess(pl_module: SkinCLIPModule):
+    from skinclip.train.transforms import eval_transform
+
+    return eval_transform(pl_module.hparams.image_size)
+
+
+class RootCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that defaults to ``<default_root_dir>/checkpoints``.
+
+    Lightning would otherwise nest checkpoints under a new logger version on every run, and a
+    restarted job could not find the ``last.ckpt`` of the run it continues.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        super().setup(trainer, pl_module, stage)
+
+
+def last_checkpoint(root: Path) -> Path | None:
+    """The ``last.ckpt`` a killed run left under ``root``, if any."""
+    path = Path(root) / "checkpoints" / "last.ckpt"
+    return path if path.is_file() else None
+
+
+class SkinCLIPCLI(LightningCLI):
+    """LightningCLI with the model's name and resolution shared with the data module."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.model_name", "data.model_name")
+        parser.link_arguments("model.image_size", "data.image_size")
+
+
+def run_training(args: list[str] | None = None) -> SkinCLIPCLI:
+    """Run LightningCLI with SkinCLIP defaults; ``args`` as on the command line.
+
+    Checkpoints go to ``<default_root_dir>/checkpoints`` (``last.ckpt`` every few steps, so a
+    killed run resumes with ``--ckpt_path last``).
+    """
+    trainer_defaults = {
+        "precision": default_precision(),
+        "callbacks": [
+            RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=10),
+            ExportOpenCLIP(),
+        ],
+        "log_every_n_steps": 5,
+    }
+    return SkinCLIPCLI(
+        SkinCLIPModule,
+        ShardDataModule,
+        trainer_defaults=trainer_defaults,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+    )

@@ -1,0 +1,142 @@
+"""Stream webdataset shards into training and validation batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+import lightning as L
+import open_clip
+import torch
+import webdataset as wds
+
+from skinclip.data.atlas import ATLAS_4CLASS
+from skinclip.data.shards import read_manifest
+from skinclip.model.towers import IMAGENET_MEAN, IMAGENET_STD, register_model_configs
+from skinclip.train.transforms import decode_image, eval_transform, train_transform
+
+logger = logging.getLogger(__name__)
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Image-caption batches from the shards written by ``skinclip shards``.
+
+    Each batch is a dict: ``images`` (B,3,H,W), ``tokens`` (B,L), ``captions``, ``labels`` (B,)
+    and ``modalities``. ``labels`` index :data:`ATLAS_4CLASS`, or are -1 for images outside
+    those groups.
+
+    Args:
+        shards: The folder holding ``manifest.json`` and ``<split>/shard-*.tar``.
+        model_name: The open_clip config whose tokenizer to use.
+        image_size: Input resolution.
+        batch_size: Samples per batch on each device.
+        num_workers: DataLoader workers; shards are divided among them (and among nodes).
+        shuffle_buffer: Samples held in the shuffle buffer.
+        resample: Draw shards with replacement (infinite stream cut into nominal epochs);
+            useful when shards are few relative to workers x nodes.
+        random_caption: Pick one of the stored caption phrasings at random for each sample.
+        mean: Normalisation mean of the image tower.
+        std: Normalisation std of the image tower.
+    """
+
+    def __init__(
+        self,
+        shards: str,
+        model_name: str = "SkinCLIP-EffNetLite0-MiniLM",
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        shuffle_buffer: int = 1000,
+        resample: bool = False,
+        random_caption: bool = True,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.shards = Path(shards)
+        self.manifest = read_manifest(self.shards)
+        register_model_configs()
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+
+    def split_urls(self, split: str) -> list[str]:
+        urls = sorted(str(p) for p in (self.shards / split).glob("shard-*.tar"))
+        if not urls:
+            raise FileNotFoundError(
+                f"No {split} shards in {self.shards / split}. Run `skinclip shards` on data "
+                f"that has a {split} split."
+            )
+        return urls
+
+    def split_size(self, split: str) -> int:
+        return int(self.manifest["counts"]["split"].get(split, 0))
+
+    def steps_per_epoch(self, world_size: int = 1) -> int:
+        """Optimizer-independent batch count of one epoch on each device."""
+        return max(1, math.ceil(self.split_size("train") / (self.hparams.batch_size * world_size)))
+
+    def _pipeline(self, split: str, train: bool) -> wds.WebDataset:
+        hp = self.hparams
+        size = hp.image_size
+        transform = (train_transform if train else eval_transform)(size, hp.mean, hp.std)
+        resample = train and hp.resample
+        dataset = wds.WebDataset(
+            self.split_urls(split),
+            resampled=resample,
+            shardshuffle=(100 if train else False) if not resample else True,
+            nodesplitter=None if resample else wds.split_by_node,
+            workersplitter=None if resample else wds.split_by_worker,
+            handler=wds.warn_and_continue,
+            empty_check=False,
+        )
+        if train:
+            dataset = dataset.shuffle(hp.shuffle_buffer)
+        dataset = dataset.map(lambda s: self._to_sample(s, transform, train)).batched(
+            hp.batch_size, partial=True, collation_fn=_collate
+        )
+        dataset = dataset.map(self._add_tokens)
+        if resample:
+            # A resampled stream never ends; cut it into epochs of the nominal length.
+            dataset = dataset.with_epoch(self.steps_per_epoch())
+        return dataset
+
+    def _to_sample(self, sample: dict, transform, train: bool) -> tuple:
+        meta = json.loads(sample["json"])
+        captions = meta.get("captions") or [sample["txt"].decode("utf-8")]
+        caption = random.choice(captions) if train and self.hparams.random_caption else captions[0]
+        image = transform(decode_image(sample["jpg"], min_side=self.hparams.image_size))
+        group = meta.get("diagnosis_group")
+        label = ATLAS_4CLASS.index(group) if group in ATLAS_4CLASS else -1
+        return image, caption, label, meta.get("modality")
+
+    def _loader(self, split: str, train: bool) -> wds.WebLoader:
+        return wds.WebLoader(
+            self._pipeline(split, train),
+            batch_size=None,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> wds.WebLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> wds.WebLoader:
+        return self._loader("val", train=False)
+
+    def _add_tokens(self, batch: dict) -> dict:
+        # Tokenising here runs in the loader workers instead of the training process.
+        batch["tokens"] = self.tokenizer(batch["captions"])  # (B, L)
+        return batch
+
+
+def _collate(samples: list[tuple]) -> dict:
+    images, captions, labels, modalities = zip(*samples, strict=True)
+    return {
+        "images": torch.stack(images),  # (B, 3, H, W)
+        "captions": list(captions),
+        "labels": torch.tensor(labels),
+        "modalities": list(modalities),
+    }

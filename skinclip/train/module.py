@@ -1,0 +1,206 @@
+"""LightningModule that trains a SkinCLIP model with open_clip's contrastive loss."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning as L
+import torch
+from open_clip.loss import ClipLoss
+
+from skinclip.labels import get_label_set
+from skinclip.metrics import balanced_accuracy, retrieval_recall
+from skinclip.model.towers import DEFAULT_MODEL, create_skinclip
+from skinclip.zeroshot import classify_by_modality
+
+logger = logging.getLogger(__name__)
+
+
+class SkinCLIPModule(L.LightningModule):
+    """Contrastive image-text training.
+
+    Args:
+        model_name: open_clip config name (see ``skinclip.model``).
+        pretrained: Optional pretrained tag or checkpoint to start from.
+        image_size: Input resolution.
+        pretrained_towers: Start our configs from the shipped ImageNet / MiniLM weights.
+        lr: Peak learning rate for newly initialised parts (projections, ``logit_scale``).
+        trunk_lr: Peak learning rate for pretrained tower weights; lower, so fine-tuning
+            adapts them without erasing what they learned.
+        weight_decay: AdamW decay on matrices; norms, biases and ``logit_scale`` get none.
+        warmup_steps: Linear warmup before cosine decay.
+        min_lr_ratio: The cosine schedule ends at this fraction of the peak.
+        lock_image: Freeze the image tower except its last ``image_unlocked_groups`` groups.
+        image_unlocked_groups: Trunk groups left trainable when ``lock_image``.
+        lock_text: Freeze the text transformer except its last ``text_unlocked_layers`` layers
+            (the projection always trains).
+        text_unlocked_layers: Transformer layers left trainable when ``lock_text``.
+        max_steps_hint: Total optimizer steps for the schedule; 0 derives it from the trainer.
+    """
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        pretrained: str | None = None,
+        image_size: int = 224,
+        pretrained_towers: bool = True,
+        lr: float = 1e-3,
+        trunk_lr: float = 2e-4,
+        weight_decay: float = 0.05,
+        warmup_steps: int = 20,
+        min_lr_ratio: float = 0.05,
+        lock_image: bool = False,
+        image_unlocked_groups: int = 0,
+        lock_text: bool = True,
+        text_unlocked_layers: int = 0,
+        max_steps_hint: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        bundle = create_skinclip(model_name, pretrained, image_size, pretrained_towers)
+        self.model = bundle.model
+        self.tokenizer = bundle.tokenizer
+        self._lock_towers()
+        self.loss_fn = ClipLoss()
+        self._val_outputs: list[dict] = []
+
+    def _lock_towers(self) -> None:
+        hp = self.hparams
+        if hp.lock_image:
+            self.model.lock_image_tower(unlocked_groups=hp.image_unlocked_groups)
+        if hp.lock_text:
+            self.model.lock_text_tower(unlocked_layers=hp.text_unlocked_layers)
+
+    def setup(self, stage: str) -> None:
+        # Gather features from every process so each sees the whole global batch as negatives.
+        self.loss_fn = ClipLoss(
+            local_loss=False,
+            gather_with_grad=True,
+            rank=self.global_rank,
+            world_size=self.trainer.world_size if self._trainer else 1,
+        )
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+        image_embeds = self.model.encode_image(images, normalize=True)  # (B, D)
+        text_embeds = self.model.encode_text(tokens, normalize=True)  # (B, D)
+        return image_embeds, text_embeds
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image_embeds, text_embeds = self(batch["images"], batch["tokens"])
+        logit_scale = self.model.logit_scale.exp()
+        loss = self.loss_fn(image_embeds, text_embeds, logit_scale)
+        batch_size = batch["images"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/logit_scale", logit_scale, batch_size=batch_size)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # CLIP's temperature clamp: beyond 100 the logits saturate and training destabilises.
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        image_embeds, text_embeds = self(batch["images"], batch["tokens"])
+        logit_scale = self.model.logit_scale.exp()
+        loss = ClipLoss()(image_embeds, text_embeds, logit_scale)
+        self.log("val/loss", loss, batch_size=batch["images"].shape[0], sync_dist=True)
+        self._val_outputs.append(
+            {
+                "image_embeds": image_embeds.float().cpu(),
+                "text_embeds": text_embeds.float().cpu(),
+                "labels": batch["labels"].cpu(),
+                "modalities": batch["modalities"],
+            }
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        outputs, self._val_outputs = self._val_outputs, []
+        if not outputs:
+            return
+        image_embeds = torch.cat([o["image_embeds"] for o in outputs])
+        text_embeds = torch.cat([o["text_embeds"] for o in outputs])
+        for name, value in retrieval_recall(image_embeds, text_embeds).items():
+            self.log(f"val/{name}", value)
+
+        labels = torch.cat([o["labels"] for o in outputs])
+        modalities = [m for o in outputs for m in o["modalities"]]
+        keep = labels >= 0
+        if keep.any():
+            probs = classify_by_modality(
+                self.model,
+                self.tokenizer,
+                image_embeds[keep],
+                [m for m, k in zip(modalities, keep.tolist(), strict=True) if k],
+                get_label_set("atlas4"),
+                device=self.device,
+            )
+            score = balanced_accuracy(probs, labels[keep])
+            self.log("val/zeroshot_balanced_acc", score, prog_bar=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = self._param_groups()
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
+        total = hp.max_steps_hint or self._total_steps()
+        warmup = min(hp.warmup_steps, max(1, total // 5))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            cosine = 0.5 * (1 + math.cos(math.pi * progress))
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * cosine
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run, for the schedule.
+
+        Streaming datasets have no length, so the count comes from the shard manifest.
+        """
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.max_steps
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "steps_per_epoch"):
+            raise ValueError(
+                "Cannot size the learning-rate schedule: set model.max_steps_hint or "
+                "trainer.max_steps."
+            )
+        batches = datamodule.steps_per_epoch(trainer.world_size) * trainer.max_epochs
+        if trainer.limit_train_batches is not None and trainer.limit_train_batches > 1:
+            batches = min(batches, int(trainer.limit_train_batches) * trainer.max_epochs)
+        return max(1, batches // trainer.accumulate_grad_batches)
+
+    def _param_groups(self) -> list[dict]:
+        """Split trainable parameters by learning rate (new vs pretrained) and decay."""
+        hp = self.hparams
+        buckets: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            no_decay = param.ndim < 2 or "bias" in name or "logit_scale" in name
+            pretrained = ".trunk." in f".{name}" or ".transformer." in f".{name}"
+            buckets.setdefault((pretrained, no_decay), []).append(param)
+        groups = []
+        for (pretrained, no_decay), params in buckets.items():
+            groups.append(
+                {
+                    "params": params,
+                    "lr": hp.trunk_lr if pretrained else hp.lr,
+                    "weight_decay": 0.0 if no_decay else hp.weight_decay,
+                }
+            )
+        return groups
+
+
+def default_precision() -> str:
+    """Mixed precision where the hardware has it; full precision on CPU, where it is faster."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"

@@ -1,0 +1,74 @@
+"""Shared test fixtures: tiny synthetic images and the optional real-data root."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+@pytest.fixture
+def make_image(tmp_path: Path) -> Callable[..., Path]:
+    """Factory writing a tiny image under ``tmp_path``: ``make_image("a/b.jpg", fmt="JPEG")``."""
+
+    def _make(
+        name: str,
+        fmt: str = "JPEG",
+        size: tuple[int, int] = (24, 16),
+        color: tuple[int, int, int] = (180, 90, 60),
+        mode: str = "RGB",  # or "RGBA", half transparent
+    ) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = Image.new(mode, size, color if mode == "RGB" else (*color, 128))
+        # A gradient makes the JPEG non-trivial, so truncating it really cuts image data.
+        for x in range(size[0]):
+            img.putpixel((x, 0), (x * 10 % 256,) * len(mode))
+        img.save(path, format=fmt)
+        return path
+
+    return _make
+
+
+@pytest.fixture
+def data_root() -> Path:
+    """The real data folder from ``SKINCLIP_DATA``; tests using it skip when it is unset."""
+    root = os.environ.get("SKINCLIP_DATA")
+    if not root:
+        pytest.skip("SKINCLIP_DATA is not set; real-data test skipped")
+    path = Path(root)
+    if not path.is_dir():
+        pytest.fail(f"SKINCLIP_DATA={root} is not a folder")
+    return path
+
+
+ATLAS_HEADER = (
+    "case_num,diagnosis,seven_point_score,pigment_network,streaks,pigmentation,"
+    "regression_structures,dots_and_globules,blue_whitish_veil,vascular_structures,"
+    "level_of_diagnostic_difficulty,elevation,location,sex,management,clinic,derm,case_id,notes"
+)
+ATLAS_ROWS = (
+    "1,basal cell carcinoma,0,absent,absent,absent,absent,absent,absent,arborizing,medium,"
+    "nodular,abdomen,female,excision,A/a1c.jpg,A/a1d.jpg,,",
+    "2,melanoma (in situ),3,atypical,irregular,absent,absent,absent,present,absent,low,"
+    "flat,head neck,male,excision,A/a2d.jpg,A/a2d.jpg,,Clinical missing and replaced with derm",
+    "3,clark nevus,0,typical,absent,absent,absent,regular,absent,absent,low,"
+    "palpable,lower limbs,female,clinical follow up,B/b3c.png,B/b3d.jpg,,",
+)
+
+
+@pytest.fixture
+def tiny_atlas(make_image: Callable[..., Path], tmp_path: Path) -> Path:
+    """A three-case derm7pt folder: case 2 has no clinical photo; split is 1 train/2 val/3 test."""
+    root = tmp_path / "derm7pt"
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "meta.csv").write_text("\n".join((ATLAS_HEADER, *ATLAS_ROWS)) + "\n")
+    for stem, index in (("train", 0), ("valid", 1), ("test", 2)):
+        (root / "meta" / f"{stem}_indexes.csv").write_text(f"indexes\n{index}\n")
+    for name in ("A/a1c.jpg", "A/a1d.jpg", "A/a2d.jpg", "B/b3d.jpg"):
+        make_image(f"derm7pt/images/{name}")
+    make_image("derm7pt/images/B/b3c.png", fmt="PNG")
+    return root
