@@ -72,3 +72,36 @@ def tiny_atlas(make_image: Callable[..., Path], tmp_path: Path) -> Path:
         make_image(f"derm7pt/images/{name}")
     make_image("derm7pt/images/B/b3c.png", fmt="PNG")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shards of 24 synthetic two-image cases (8 per split) over the four atlas groups."""
+    from skinclip.data.atlas import ATLAS_4CLASS
+    from skinclip.data.records import ImageRecord
+    from skinclip.data.shards import write_shards
+
+    root = tmp_path_factory.mktemp("tiny")
+    records = []
+    for case in range(24):
+        split = ("train", "val", "test")[case % 3]
+        group = ATLAS_4CLASS[case % 4]
+        for modality in ("dermoscopic", "clinical"):
+            path = root / "images" / f"{case}_{modality}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shade = (40 * (case % 4) + 30, 60 + case * 3, 200 - case * 5)
+            image = Image.new("RGB", (40, 32), shade)
+            if modality == "clinical":
+                # A bright stripe keeps the two images of a case distinct (no tied scores).
+                image.paste((250, 250, 250), (0, 0, 40, 8 + case % 8))
+            image.save(path)
+            caption = f"{modality} image of {group} on the back"
+            meta = {
+                "case_id": f"tiny-{case:02d}", "modality": modality, "diagnosis": group,
+                "diagnosis_group": group, "location": "back", "sex": "female",
+                "source": "tiny", "split": split,
+            }
+            key = f"tiny-{case:02d}_{modality}"
+            records.append(ImageRecord(key, path, (caption, f"{group}, {modality}"), meta))
+    write_shards(records, root / "shards", shard_size=5, source_name="tiny")
+    return root / "shards"

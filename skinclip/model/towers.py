@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -244,8 +245,10 @@ def _mismatch_error(model_name: str, pretrained: str | None, err: Exception) -> 
 def export_open_clip(bundle: SkinCLIPBundle, out_dir: Path) -> Path:
     """Write a folder that ``open_clip.create_model_and_transforms('local-dir:OUT')`` loads.
 
-    The folder holds ``open_clip_config.json`` (model and preprocess config) and
-    ``open_clip_model.safetensors``; both are written to temp names first and renamed.
+    The folder holds ``open_clip_config.json`` (model and preprocess config),
+    ``open_clip_model.safetensors`` and, for Hugging Face text towers, the tokenizer files that
+    open_clip reads from a ``local-dir:`` folder. It is built beside ``out_dir`` and swapped in
+    whole, so a crash never leaves a half-written export.
 
     Returns:
         The folder.
@@ -253,7 +256,10 @@ def export_open_clip(bundle: SkinCLIPBundle, out_dir: Path) -> Path:
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+
     model_cfg = copy.deepcopy(open_clip.get_model_config(bundle.model_name))
     image_size = bundle.model.visual.image_size
     model_cfg["vision_cfg"]["image_size"] = (
@@ -266,10 +272,13 @@ def export_open_clip(bundle: SkinCLIPBundle, out_dir: Path) -> Path:
         "skinclip": {"model_name": bundle.model_name, "model_id": bundle.model_id},
     }
     state = {k: v.detach().contiguous() for k, v in bundle.model.state_dict().items()}
-    tmp_weights = out_dir / "open_clip_model.safetensors.tmp"
-    save_file(state, str(tmp_weights))
-    tmp_weights.replace(out_dir / "open_clip_model.safetensors")
-    tmp_cfg = out_dir / "open_clip_config.json.tmp"
-    tmp_cfg.write_text(json.dumps(config, indent=2))
-    tmp_cfg.replace(out_dir / "open_clip_config.json")
+    save_file(state, str(staging / "open_clip_model.safetensors"))
+    (staging / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    hf_tokenizer = getattr(bundle.tokenizer, "tokenizer", None)
+    if hasattr(hf_tokenizer, "save_pretrained"):
+        hf_tokenizer.save_pretrained(str(staging))
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
     return out_dir

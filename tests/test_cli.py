@@ -1,0 +1,72 @@
+"""The ``skinclip`` command: user errors exit with a message that names the problem."""
+
+import csv
+import logging
+
+import pytest
+
+from skinclip.cli import main
+
+
+def test_shards_on_unknown_layout_lists_known_layouts(tmp_path, caplog):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    with caplog.at_level(logging.ERROR):
+        code = main(["shards", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "derm7pt" in caplog.text and "llava" in caplog.text.lower()
+
+
+def test_shards_from_generic_csv_reports_skips(make_image, tmp_path):
+    make_image("imgs/a.jpg")
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"not an image")
+    table = tmp_path / "pairs.csv"
+    table.write_text("image,caption\nimgs/a.jpg,a nevus\nimgs/broken.jpg,a melanoma\n"
+                     "imgs/gone.jpg,a mole\n")
+    assert main(["shards", str(table), "--out", str(tmp_path / "out")]) == 0
+    import json
+
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["total_samples"] == 1
+    assert sorted(s["file"].split("/")[-1] for s in manifest["skipped"]) == [
+        "broken.jpg", "gone.jpg",
+    ]
+
+
+@pytest.mark.parametrize("bad", ["truncated", "text"])
+def test_zeroshot_writes_error_rows_for_unreadable_images(make_image, tmp_path, bad):
+    good = make_image("new/good.jpg", size=(64, 48))
+    broken = tmp_path / "new" / "broken.jpg"
+    if bad == "truncated":
+        broken.write_bytes(good.read_bytes()[:40])
+    else:
+        broken.write_text("hello")
+    out = tmp_path / "labels.csv"
+    code = main([
+        "zeroshot", str(tmp_path / "new"), "--labels", "melanoma,nevus", "--out", str(out),
+        "--k", "2", "--image-size", "64", "--workers", "0",
+    ])
+    assert code == 0
+    rows = {r["image"].split("/")[-1]: r for r in csv.DictReader(out.open())}
+    assert rows["good.jpg"]["error"] == ""
+    assert {rows["good.jpg"]["label1"], rows["good.jpg"]["label2"]} == {"melanoma", "nevus"}
+    p1, p2 = float(rows["good.jpg"]["prob1"]), float(rows["good.jpg"]["prob2"])
+    assert p1 >= p2 and p1 + p2 == pytest.approx(1.0, abs=2e-4)
+    assert rows["broken.jpg"]["label1"] == ""
+    assert "unreadable" in rows["broken.jpg"]["error"]
+    assert rows["good.jpg"]["model_id"] == "SkinCLIP-EffNetLite0-MiniLM"
+
+
+def test_zeroshot_csv_without_image_column(tmp_path, caplog):
+    table = tmp_path / "x.csv"
+    table.write_text("path,label\na.jpg,nevus\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["zeroshot", str(table), "--out", str(tmp_path / "o.csv")]) == 2
+    assert "'image' column" in caplog.text and "x.csv" in caplog.text
+
+
+def test_search_without_index_says_how_to_build_it(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR):
+        code = main(["search", "--index", str(tmp_path / "none"), "--text", "blue nevus",
+                     "--image-size", "64"])
+    assert code == 2
+    assert "skinclip index" in caplog.text

@@ -1,0 +1,45 @@
+"""The whole chain on a small slice of the real atlas, and its message when data is missing."""
+
+import json
+
+import pytest
+
+from index import CaseIndex
+from skinclip.quickstart import QuickstartOptions, find_atlas, run_quickstart
+
+
+def test_quickstart_on_atlas_slice(data_root, tmp_path):
+    out = tmp_path / "qs"
+    metrics = run_quickstart(
+        QuickstartOptions(data=data_root, out=out, max_cases=36, epochs=1, image_size=64, workers=0)
+    )
+
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"] == json.loads(json.dumps(metrics["test"]))
+    counts = saved["shards"]["counts"]["split"]
+    # 36 cases with two images each but the few without a clinical photo.
+    assert 60 <= sum(counts.values()) <= 72
+    for name in ("trained", "untrained"):
+        row = saved["test"][name]
+        assert row["images"] == counts["test"]
+        assert 0.0 <= row["zeroshot_balanced_acc"] <= 1.0
+        assert 0.0 <= row["text_to_image_R@10"] <= 1.0
+        assert row["zeroshot_images"] <= row["images"]
+    # Training moved the weights, so the two models must not score identically on everything.
+    assert saved["test"]["trained"] != saved["test"]["untrained"]
+
+    index = CaseIndex.load(out / "index")
+    assert len(index) == counts["train"]
+    assert len(saved["examples"]) == 3
+    assert all(len(e["hits"]) == 3 for e in saved["examples"])
+    # The index holds training cases only: no test query finds itself.
+    test_cases = {e["query"].split("_")[0] for e in saved["examples"]}
+    assert not test_cases & {h["case_id"] for e in saved["examples"] for h in e["hits"]}
+
+
+def test_missing_data_says_where_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("SKINCLIP_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="derm.cs.sfu.ca.*--data"):
+        find_atlas(None)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        find_atlas(tmp_path)

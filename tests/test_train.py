@@ -1,0 +1,108 @@
+"""Training: one step of a tiny random model, decay groups, validation metrics and resume."""
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from skinclip.train.cli import RootCheckpoint, run_training
+from skinclip.train.datamodule import ShardDataModule
+from skinclip.train.module import SkinCLIPModule
+
+TINY = {"image_size": 32, "pretrained_towers": False, "warmup_steps": 1}
+
+
+def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    options = {
+        "accelerator": "cpu", "logger": False, "enable_progress_bar": False,
+        "enable_model_summary": False, "default_root_dir": str(tmp_path),
+        "limit_val_batches": 0, "enable_checkpointing": False,
+    }
+    options.update(kwargs)
+    return L.Trainer(**options)
+
+
+def _data(shards: Path, batch_size: int = 4) -> ShardDataModule:
+    return ShardDataModule(str(shards), image_size=32, batch_size=batch_size, num_workers=0)
+
+
+def test_one_training_step_updates_trainable_weights_only(tiny_shards, tmp_path):
+    module = SkinCLIPModule(**TINY)
+    proj_before = module.model.visual.head.proj.weight.detach().clone()
+    text_before = module.model.text.transformer.encoder.layer[0].output.dense.weight.clone()
+
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(module, datamodule=_data(tiny_shards))
+
+    assert trainer.global_step == 1
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    assert not torch.equal(proj_before, module.model.visual.head.proj.weight)
+    # The locked text transformer must not move.
+    assert torch.equal(text_before, module.model.text.transformer.encoder.layer[0].output.dense.weight)
+
+
+def test_no_weight_decay_on_norms_biases_and_logit_scale():
+    module = SkinCLIPModule(**TINY)
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    for group in module._param_groups():
+        for param in group["params"]:
+            name = names[id(param)]
+            exempt = param.ndim < 2 or "bias" in name or "logit_scale" in name
+            assert (group["weight_decay"] == 0.0) == exempt, name
+    logit_group = next(
+        g for g in module._param_groups() if any(p is module.model.logit_scale for p in g["params"])
+    )
+    assert logit_group["weight_decay"] == 0.0
+
+
+def test_validation_logs_recall_and_zeroshot(tiny_shards, tmp_path):
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=None)
+    trainer.fit(SkinCLIPModule(**TINY), datamodule=_data(tiny_shards))
+    metrics = trainer.callback_metrics
+    for key in ("val/loss", "val/text_to_image_R@10", "val/zeroshot_balanced_acc"):
+        assert key in metrics
+    assert 0.0 <= float(metrics["val/zeroshot_balanced_acc"]) <= 1.0
+    assert 0.0 <= float(metrics["val/image_to_text_R@10"]) <= 1.0
+
+
+def test_resume_continues_from_last_checkpoint(tiny_shards, tmp_path):
+    first = _trainer(
+        tmp_path, max_steps=2, enable_checkpointing=True,
+        callbacks=[RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1)],
+    )
+    first.fit(SkinCLIPModule(**TINY), datamodule=_data(tiny_shards))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    saved = torch.load(last, weights_only=False)
+    assert saved["global_step"] == 2
+
+    resumed_module = SkinCLIPModule(**TINY)
+    second = _trainer(
+        tmp_path, max_steps=3, enable_checkpointing=True,
+        callbacks=[RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1)],
+    )
+    second.fit(resumed_module, datamodule=_data(tiny_shards), ckpt_path=str(last))
+    assert second.global_step == 3
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+
+
+def test_lightning_cli_with_yaml_config_trains_and_exports(tiny_shards, tmp_path):
+    root = tmp_path / "run"
+    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    run_training([
+        "fit", "--config", str(config), "--data.shards", str(tiny_shards),
+        "--data.num_workers", "0", "--data.batch_size", "4",
+        "--model.image_size", "32", "--model.pretrained_towers", "false",
+        "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
+        "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+    ])
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert (root / "export" / "open_clip_config.json").is_file()
+    assert (root / "export" / "open_clip_model.safetensors").is_file()
+
+
+def test_datamodule_reports_missing_shards(tmp_path):
+    with pytest.raises(FileNotFoundError, match="skinclip shards"):
+        ShardDataModule(str(tmp_path / "nowhere"))
