@@ -43,7 +43,9 @@ def cmd_shards(args: argparse.Namespace) -> None:
     if args.modality:
         options["default_modality"] = args.modality
     records = read_source(Path(args.source), kind=args.kind, **options)
-    manifest = write_shards(records, Path(args.out), shard_size=args.shard_size)
+    manifest = write_shards(
+        records, Path(args.out), shard_size=args.shard_size, source_name=Path(args.source).name
+    )
     print(json.dumps(manifest["counts"], indent=2))
     print(f"Skipped {manifest['skipped_count']} item(s); see {Path(args.out) / 'manifest.json'}")
 

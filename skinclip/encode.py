@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from skinclip.model.towers import SkinCLIPBundle
+from skinclip.model.towers import SkinCLIPBundle, as_model_input
 from skinclip.train.transforms import decode_image
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ def encode_split(
     model = bundle.model.to(device).eval()
     image_chunks, text_chunks, metas, captions = [], [], [], []
     for images, batch_captions, batch_metas in tqdm(loader, desc=f"encode {split}", leave=False):
-        image_chunks.append(model.encode_image(images.to(device), normalize=True).float().cpu())
+        image_chunks.append(
+            model.encode_image(as_model_input(images, device), normalize=True).float().cpu()
+        )
         tokens = bundle.tokenizer(list(batch_captions)).to(device)
         text_chunks.append(model.encode_text(tokens, normalize=True).float().cpu())
         metas.extend(batch_metas)
@@ -163,7 +165,7 @@ def iter_image_embeds(
     model = bundle.model.to(device).eval()
     for images, good_paths, errors in tqdm(loader, desc="encode images", disable=not progress):
         embeds = (
-            model.encode_image(images.to(device), normalize=True).float().cpu()
+            model.encode_image(as_model_input(images, device), normalize=True).float().cpu()
             if images is not None
             else torch.empty(0)
         )

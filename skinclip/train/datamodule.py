@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import random
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +17,7 @@ import webdataset as wds
 from skinclip.data.atlas import ATLAS_4CLASS
 from skinclip.data.shards import read_manifest
 from skinclip.model.towers import IMAGENET_MEAN, IMAGENET_STD, register_model_configs
+from skinclip.train import balance
 from skinclip.train.transforms import decode_image, eval_transform, train_transform
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class ShardDataModule(L.LightningDataModule):
         resample: Draw shards with replacement (infinite stream cut into nominal epochs);
             useful when shards are few relative to workers x nodes.
         random_caption: Pick one of the stored caption phrasings at random for each sample.
+        balance_power: Repeat-factor sampling strength for rare diagnosis groups in training
+            (0 turns it off; see ``skinclip.train.balance``).
         mean: Normalisation mean of the image tower.
         std: Normalisation std of the image tower.
     """
@@ -52,6 +56,7 @@ class ShardDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         resample: bool = False,
         random_caption: bool = True,
+        balance_power: float = 0.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
     ):
@@ -61,6 +66,18 @@ class ShardDataModule(L.LightningDataModule):
         self.manifest = read_manifest(self.shards)
         register_model_configs()
         self.tokenizer = open_clip.get_tokenizer(model_name)
+        self._repeat_factors: dict[str, float] | None = None
+
+    def repeat_factors(self) -> dict[str, float]:
+        """Per-group repeat factors of the training split (all 1 when balancing is off)."""
+        if self._repeat_factors is None:
+            self._repeat_factors = {}
+            if self.hparams.balance_power > 0:
+                counts = balance.count_groups(self.split_urls("train"))
+                self._repeat_factors = balance.repeat_factors(counts, self.hparams.balance_power)
+                self._train_size = balance.expected_size(counts, self._repeat_factors)
+                logger.info("Repeat factors by group: %s", self._repeat_factors)
+        return self._repeat_factors
 
     def split_urls(self, split: str) -> list[str]:
         urls = sorted(str(p) for p in (self.shards / split).glob("shard-*.tar"))
@@ -72,6 +89,9 @@ class ShardDataModule(L.LightningDataModule):
         return urls
 
     def split_size(self, split: str) -> int:
+        """Samples per epoch of a split, counting the repeats of balanced training."""
+        if split == "train" and self.repeat_factors():
+            return self._train_size
         return int(self.manifest["counts"]["split"].get(split, 0))
 
     def steps_per_epoch(self, world_size: int = 1) -> int:
@@ -93,6 +113,9 @@ class ShardDataModule(L.LightningDataModule):
             empty_check=False,
         )
         if train:
+            factors = self.repeat_factors()
+            if factors:
+                dataset = dataset.compose(partial(balance.repeat_rare, factors=factors))
             dataset = dataset.shuffle(hp.shuffle_buffer)
         dataset = dataset.map(lambda s: self._to_sample(s, transform, train)).batched(
             hp.batch_size, partial=True, collation_fn=_collate

@@ -11,7 +11,12 @@ from open_clip.loss import ClipLoss
 
 from skinclip.labels import get_label_set
 from skinclip.metrics import balanced_accuracy, retrieval_recall
-from skinclip.model.towers import DEFAULT_MODEL, create_skinclip
+from skinclip.model.towers import (
+    DEFAULT_MODEL,
+    as_model_input,
+    create_skinclip,
+    lock_text_tower,
+)
 from skinclip.zeroshot import classify_by_modality
 
 logger = logging.getLogger(__name__)
@@ -70,7 +75,7 @@ class SkinCLIPModule(L.LightningModule):
         if hp.lock_image:
             self.model.lock_image_tower(unlocked_groups=hp.image_unlocked_groups)
         if hp.lock_text:
-            self.model.lock_text_tower(unlocked_layers=hp.text_unlocked_layers)
+            lock_text_tower(self.model, hp.text_unlocked_layers)
 
     def setup(self, stage: str) -> None:
         # Gather features from every process so each sees the whole global batch as negatives.
@@ -82,7 +87,7 @@ class SkinCLIPModule(L.LightningModule):
         )
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
-        image_embeds = self.model.encode_image(images, normalize=True)  # (B, D)
+        image_embeds = self.model.encode_image(as_model_input(images, self.device), normalize=True)
         text_embeds = self.model.encode_text(tokens, normalize=True)  # (B, D)
         return image_embeds, text_embeds
 

@@ -1,0 +1,140 @@
+"""Throughput of the SkinCLIP training pipeline on this machine, side by side in one run.
+
+Measures, on the derm7pt atlas found through --data or SKINCLIP_DATA:
+
+1. Shard writing (images/s): ``write_shards`` (JPEG bytes kept as they are) against the
+   baseline a first version would write: decode every image and re-encode it as JPEG.
+2. Loader against trainer (samples/s): the training DataLoader alone, against one
+   optimisation step of the default model on batches already in memory. A ratio above 1 means
+   the loader keeps up and training is compute-bound.
+3. End-to-end training samples/s at the default config (loader and steps together).
+
+Run: python benchmarks/bench_pipeline.py --data ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import webdataset as wds
+import yaml
+from PIL import Image
+
+from skinclip.data.atlas import read_atlas
+from skinclip.data.shards import write_shards
+from skinclip.quickstart import default_config, find_atlas
+from skinclip.train.datamodule import ShardDataModule
+from skinclip.train.module import SkinCLIPModule
+
+logger = logging.getLogger("bench_pipeline")
+
+
+def bench_shard_writing(atlas: Path, out: Path) -> tuple[float, float, int]:
+    records = list(read_atlas(atlas))
+    start = time.perf_counter()
+    write_shards(records, out / "shards", shard_size=128, source_name="derm7pt")
+    ours = len(records) / (time.perf_counter() - start)
+
+    # Baseline: decode and re-encode every image, no validation beyond what decoding does.
+    start = time.perf_counter()
+    with wds.ShardWriter(str(out / "naive-%06d.tar"), maxcount=128, verbose=0) as sink:
+        for record in records:
+            buffer = io.BytesIO()
+            Image.open(record.image_path).convert("RGB").save(buffer, format="JPEG", quality=95)
+            sink.write({"__key__": record.key, "jpg": buffer.getvalue(), "txt": record.captions[0]})
+    naive = len(records) / (time.perf_counter() - start)
+    return ours, naive, len(records)
+
+
+def bench_loader(data: ShardDataModule, batches: int) -> float:
+    loader = data.train_dataloader()
+    seen, start = 0, None
+    for i, batch in enumerate(loader):
+        if i == 1:  # skip worker start-up
+            start, seen = time.perf_counter(), 0
+        seen += batch["images"].shape[0]
+        if i >= batches:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def bench_steps(module: SkinCLIPModule, batch: dict, steps: int) -> float:
+    optimizer = torch.optim.AdamW(module._param_groups(), lr=1e-4)
+    module.train()
+
+    def step() -> None:
+        optimizer.zero_grad()
+        image_embeds, text_embeds = module(batch["images"], batch["tokens"])
+        module.loss_fn(image_embeds, text_embeds, module.model.logit_scale.exp()).backward()
+        optimizer.step()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch["images"].shape[0] / (time.perf_counter() - start)
+
+
+def bench_end_to_end(module: SkinCLIPModule, data: ShardDataModule, batches: int) -> float:
+    optimizer = torch.optim.AdamW(module._param_groups(), lr=1e-4)
+    module.train()
+    seen, start = 0, None
+    for i, batch in enumerate(data.train_dataloader()):
+        if i == 1:
+            start, seen = time.perf_counter(), 0
+        optimizer.zero_grad()
+        image_embeds, text_embeds = module(batch["images"], batch["tokens"])
+        module.loss_fn(image_embeds, text_embeds, module.model.logit_scale.exp()).backward()
+        optimizer.step()
+        seen += batch["images"].shape[0]
+        if i >= batches:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="folder holding derm7pt/")
+    parser.add_argument("--batches", type=int, default=6)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    config = yaml.safe_load(default_config().read_text())
+    size, batch_size = config["model"]["image_size"], config["data"]["batch_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        ours, naive, n = bench_shard_writing(find_atlas(args.data), out)
+        print(
+            f"shard writing ({n} images): skinclip {ours:.0f} img/s, "
+            f"decode+re-encode baseline {naive:.0f} img/s, ratio {ours / naive:.2f}x"
+        )
+
+        data = ShardDataModule(
+            str(out / "shards"),
+            image_size=size,
+            batch_size=batch_size,
+            num_workers=config["data"]["num_workers"],
+        )
+        module = SkinCLIPModule(**config["model"])
+        loader_rate = bench_loader(data, args.batches)
+        batch = next(iter(data.train_dataloader()))
+        step_rate = bench_steps(module, batch, args.batches)
+        print(
+            f"loader {loader_rate:.1f} samples/s vs training step {step_rate:.1f} samples/s "
+            f"(batch {batch_size}, {size}px): loader/trainer ratio {loader_rate / step_rate:.2f}x"
+        )
+        e2e = bench_end_to_end(module, data, args.batches)
+        print(
+            f"end-to-end training {e2e:.1f} samples/s at the default config "
+            f"({e2e / step_rate:.2f}x of the compute-only rate)"
+        )
+
+
+if __name__ == "__main__":
+    main()
