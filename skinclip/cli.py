@@ -34,8 +34,8 @@ def _load_bundle(args: argparse.Namespace):
 
 
 def cmd_shards(args: argparse.Namespace) -> None:
+    from skinclip.data.layouts import read_source
     from skinclip.data.shards import write_shards
-    from skinclip.data.sources import read_source
 
     options = {}
     if args.image_root:

@@ -97,9 +97,14 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
             image.save(path)
             caption = f"{modality} image of {group} on the back"
             meta = {
-                "case_id": f"tiny-{case:02d}", "modality": modality, "diagnosis": group,
-                "diagnosis_group": group, "location": "back", "sex": "female",
-                "source": "tiny", "split": split,
+                "case_id": f"tiny-{case:02d}",
+                "modality": modality,
+                "diagnosis": group,
+                "diagnosis_group": group,
+                "location": "back",
+                "sex": "female",
+                "source": "tiny",
+                "split": split,
             }
             key = f"tiny-{case:02d}_{modality}"
             records.append(ImageRecord(key, path, (caption, f"{group}, {modality}"), meta))

@@ -20,15 +20,17 @@ def test_shards_from_generic_csv_reports_skips(make_image, tmp_path):
     make_image("imgs/a.jpg")
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"not an image")
     table = tmp_path / "pairs.csv"
-    table.write_text("image,caption\nimgs/a.jpg,a nevus\nimgs/broken.jpg,a melanoma\n"
-                     "imgs/gone.jpg,a mole\n")
+    table.write_text(
+        "image,caption\nimgs/a.jpg,a nevus\nimgs/broken.jpg,a melanoma\nimgs/gone.jpg,a mole\n"
+    )
     assert main(["shards", str(table), "--out", str(tmp_path / "out")]) == 0
     import json
 
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["total_samples"] == 1
     assert sorted(s["file"].split("/")[-1] for s in manifest["skipped"]) == [
-        "broken.jpg", "gone.jpg",
+        "broken.jpg",
+        "gone.jpg",
     ]
 
 
@@ -41,10 +43,22 @@ def test_zeroshot_writes_error_rows_for_unreadable_images(make_image, tmp_path, 
     else:
         broken.write_text("hello")
     out = tmp_path / "labels.csv"
-    code = main([
-        "zeroshot", str(tmp_path / "new"), "--labels", "melanoma,nevus", "--out", str(out),
-        "--k", "2", "--image-size", "64", "--workers", "0",
-    ])
+    code = main(
+        [
+            "zeroshot",
+            str(tmp_path / "new"),
+            "--labels",
+            "melanoma,nevus",
+            "--out",
+            str(out),
+            "--k",
+            "2",
+            "--image-size",
+            "64",
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 0
     rows = {r["image"].split("/")[-1]: r for r in csv.DictReader(out.open())}
     assert rows["good.jpg"]["error"] == ""
@@ -66,7 +80,16 @@ def test_zeroshot_csv_without_image_column(tmp_path, caplog):
 
 def test_search_without_index_says_how_to_build_it(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
-        code = main(["search", "--index", str(tmp_path / "none"), "--text", "blue nevus",
-                     "--image-size", "64"])
+        code = main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "none"),
+                "--text",
+                "blue nevus",
+                "--image-size",
+                "64",
+            ]
+        )
     assert code == 2
     assert "skinclip index" in caplog.text

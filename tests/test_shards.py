@@ -12,9 +12,9 @@ import webdataset as wds
 from PIL import Image, ImageFile
 
 from skinclip.data.atlas import read_atlas
+from skinclip.data.layouts import read_source
 from skinclip.data.records import ImageRecord
 from skinclip.data.shards import read_manifest, shard_paths, write_shards
-from skinclip.data.sources import read_source
 
 
 def _record(key: str, path: Path, captions=("A brown macule.",), split="train", **meta):
@@ -180,3 +180,34 @@ def test_real_atlas_subset_round_trip(data_root: Path, tmp_path: Path):
             assert sample["jpg"] == record.image_path.read_bytes()
         assert sample["txt"].decode() == record.captions[0]
         assert json.loads(sample["json"])["case_id"] == record.meta["case_id"]
+
+
+def test_shards_read_by_open_clip_training_script(tiny_shards):
+    """open_clip's own webdataset loader (open_clip_train) reads our shards unchanged."""
+    import argparse
+
+    import open_clip
+    from open_clip_train.data import get_wds_dataset
+
+    from skinclip.model.towers import register_model_configs
+    from skinclip.train.transforms import eval_transform
+
+    register_model_configs()
+    urls = sorted((tiny_shards / "val").glob("shard-*.tar"))
+    args = argparse.Namespace(
+        val_data="::".join(str(u) for u in urls),
+        val_num_samples=16,
+        batch_size=4,
+        workers=0,
+        world_size=1,
+        seed=0,
+        train_data=None,
+        train_num_samples=None,
+        train_data_upsampling_factors=None,
+    )
+    tokenizer = open_clip.get_tokenizer("SkinCLIP-EffNetLite0-MiniLM")
+    info = get_wds_dataset(args, eval_transform(32), is_train=False, tokenizer=tokenizer)
+    images, texts = next(iter(info.dataloader))
+    assert images.shape == (4, 3, 32, 32)
+    assert texts.shape[0] == 4
+    assert sum(batch[0].shape[0] for batch in info.dataloader) == 16

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from skinclip.data.layouts import LAYOUTS, detect_source, read_source
 from skinclip.data.sources import (
-    LAYOUTS,
-    detect_source,
     read_caption_csv,
     read_image_folder,
     read_jsonl,
     read_llava,
     read_mmskin_vqa,
-    read_source,
 )
 from skinclip.data.splits import hash_split
 

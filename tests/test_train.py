@@ -16,9 +16,13 @@ TINY = {"image_size": 32, "pretrained_towers": False, "warmup_steps": 1}
 
 def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
     options = {
-        "accelerator": "cpu", "logger": False, "enable_progress_bar": False,
-        "enable_model_summary": False, "default_root_dir": str(tmp_path),
-        "limit_val_batches": 0, "enable_checkpointing": False,
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": str(tmp_path),
+        "limit_val_batches": 0,
+        "enable_checkpointing": False,
     }
     options.update(kwargs)
     return L.Trainer(**options)
@@ -40,7 +44,9 @@ def test_one_training_step_updates_trainable_weights_only(tiny_shards, tmp_path)
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
     assert not torch.equal(proj_before, module.model.visual.head.proj.weight)
     # The locked text transformer must not move.
-    assert torch.equal(text_before, module.model.text.transformer.encoder.layer[0].output.dense.weight)
+    assert torch.equal(
+        text_before, module.model.text.transformer.encoder.layer[0].output.dense.weight
+    )
 
 
 def test_no_weight_decay_on_norms_biases_and_logit_scale():
@@ -69,7 +75,9 @@ def test_validation_logs_recall_and_zeroshot(tiny_shards, tmp_path):
 
 def test_resume_continues_from_last_checkpoint(tiny_shards, tmp_path):
     first = _trainer(
-        tmp_path, max_steps=2, enable_checkpointing=True,
+        tmp_path,
+        max_steps=2,
+        enable_checkpointing=True,
         callbacks=[RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1)],
     )
     first.fit(SkinCLIPModule(**TINY), datamodule=_data(tiny_shards))
@@ -80,7 +88,9 @@ def test_resume_continues_from_last_checkpoint(tiny_shards, tmp_path):
 
     resumed_module = SkinCLIPModule(**TINY)
     second = _trainer(
-        tmp_path, max_steps=3, enable_checkpointing=True,
+        tmp_path,
+        max_steps=3,
+        enable_checkpointing=True,
         callbacks=[RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1)],
     )
     second.fit(resumed_module, datamodule=_data(tiny_shards), ckpt_path=str(last))
@@ -91,13 +101,31 @@ def test_resume_continues_from_last_checkpoint(tiny_shards, tmp_path):
 def test_lightning_cli_with_yaml_config_trains_and_exports(tiny_shards, tmp_path):
     root = tmp_path / "run"
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-    run_training([
-        "fit", "--config", str(config), "--data.shards", str(tiny_shards),
-        "--data.num_workers", "0", "--data.batch_size", "4",
-        "--model.image_size", "32", "--model.pretrained_towers", "false",
-        "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
-        "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-    ])
+    run_training(
+        [
+            "fit",
+            "--config",
+            str(config),
+            "--data.shards",
+            str(tiny_shards),
+            "--data.num_workers",
+            "0",
+            "--data.batch_size",
+            "4",
+            "--model.image_size",
+            "32",
+            "--model.pretrained_towers",
+            "false",
+            "--trainer.max_steps",
+            "2",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     assert (root / "checkpoints" / "last.ckpt").is_file()
     assert (root / "export" / "open_clip_config.json").is_file()
     assert (root / "export" / "open_clip_model.safetensors").is_file()

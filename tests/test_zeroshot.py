@@ -67,7 +67,10 @@ def test_templates_are_per_modality_and_unknown_modality_lists_choices():
 
 def test_parse_labels_forms(tmp_path):
     assert list(parse_labels("atlas4")) == [
-        "melanoma", "nevus", "seborrheic keratosis", "basal cell carcinoma",
+        "melanoma",
+        "nevus",
+        "seborrheic keratosis",
+        "basal cell carcinoma",
     ]
     assert parse_labels("a, b") == {"a": [], "b": []}
     yaml_file = tmp_path / "classes.yaml"
