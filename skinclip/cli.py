@@ -27,6 +27,31 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def output_dir(path: str) -> Path:
+    """A folder to write into: refused up front when a file is in the way."""
+    out = Path(path)
+    for part in (out, *out.parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(f"Cannot write into {out}: {part} is a file. Choose another --out.")
+    return out
+
+
+def output_file(path: str) -> Path:
+    """A file to write: refused up front when it is a folder or sits under a file."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as {out / 'labels.csv'}.")
+    output_dir(str(out.parent))
+    return out
+
+
 def _load_bundle(args: argparse.Namespace):
     from skinclip.model.towers import create_skinclip
 
@@ -42,9 +67,10 @@ def cmd_shards(args: argparse.Namespace) -> None:
         options["image_root"] = Path(args.image_root)
     if args.modality:
         options["default_modality"] = args.modality
+    out = output_dir(args.out)
     records = read_source(Path(args.source), kind=args.kind, **options)
     manifest = write_shards(
-        records, Path(args.out), shard_size=args.shard_size, source_name=Path(args.source).name
+        records, out, shard_size=args.shard_size, source_name=Path(args.source).name
     )
     print(json.dumps(manifest["counts"], indent=2))
     print(f"Skipped {manifest['skipped_count']} item(s); see {Path(args.out) / 'manifest.json'}")
@@ -66,6 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_zeroshot(args: argparse.Namespace) -> None:
     from skinclip.labeling import label_images, list_images, parse_labels
 
+    out = output_file(args.out)
     classes = parse_labels(args.labels)
     paths = list_images(Path(args.input), Path(args.image_root) if args.image_root else None)
     if not paths:
@@ -74,7 +101,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> None:
         _load_bundle(args),
         paths,
         classes,
-        Path(args.out),
+        out,
         k=args.k,
         modality=args.modality,
         num_workers=args.workers,
@@ -86,7 +113,10 @@ def cmd_index(args: argparse.Namespace) -> None:
     from skinclip.retrieval import build_case_index
 
     index = build_case_index(
-        _load_bundle(args), Path(args.shards), tuple(args.splits), num_workers=args.workers
+        _load_bundle(args),
+        Path(args.shards),
+        tuple(dict.fromkeys(args.splits)),  # a split named twice is indexed once
+        num_workers=args.workers,
     )
     index.save(Path(args.out))
     print(f"Indexed {len(index)} image(s) of {index.n_cases} case(s) -> {args.out}")
@@ -114,7 +144,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
     options = QuickstartOptions(
         data=Path(args.data) if args.data else None,
-        out=Path(args.out),
+        out=output_dir(args.out),
         max_cases=args.max_cases,
         epochs=args.epochs,
         image_size=args.image_size,
@@ -134,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="derm7pt folder, MM-Skin CSV/JSON, caption CSV/JSONL or folder")
     p.add_argument("--out", required=True, help="output folder for shards and manifest.json")
     p.add_argument("--kind", default="auto", help="source layout (default: detect)")
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--shard-size", type=positive_int, default=1000, help="samples per shard")
     p.add_argument("--image-root", default=None, help="folder that image paths are relative to")
     p.add_argument("--modality", default=None, choices=["clinical", "dermoscopic", "pathology"])
 
@@ -153,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image folder (recursive) or CSV with an 'image' column")
     p.add_argument("--labels", default="atlas4", help="preset name, YAML file, or 'a,b,c'")
     p.add_argument("--out", required=True, help="output CSV")
-    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--k", type=positive_int, default=3, help="labels per image")
     p.add_argument("--modality", default=None, choices=["clinical", "dermoscopic", "pathology"])
     p.add_argument("--image-root", default=None)
     _add_model_args(p)
@@ -161,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build a FAISS case index from shards")
     p.add_argument("--shards", required=True)
     p.add_argument("--out", required=True, help="index folder")
-    p.add_argument("--splits", nargs="+", default=["train"])
+    p.add_argument("--splits", nargs="+", default=["train"], choices=["train", "val", "test"])
     _add_model_args(p)
 
     p = sub.add_parser("search", help="find similar cases for an image or a text")
@@ -169,15 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--image")
     query.add_argument("--text")
-    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--k", type=positive_int, default=5)
     _add_model_args(p)
 
     p = sub.add_parser("quickstart", help="shards -> training -> evaluation -> index on the atlas")
     p.add_argument("--data", default=None, help="folder holding derm7pt/ (default $SKINCLIP_DATA)")
     p.add_argument("--out", default="outputs/quickstart")
     p.add_argument("--config", default=None, help="training YAML (default: configs/quickstart)")
-    p.add_argument("--max-cases", type=int, default=None, help="use only the first N cases")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--max-cases", type=positive_int, default=None, help="use only the first N cases"
+    )
+    p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
     return parser
@@ -199,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        cmd_train(argparse.Namespace(), argv[1:])
+        try:
+            cmd_train(argparse.Namespace(), argv[1:])
+        except (FileNotFoundError, ValueError) as err:
+            logger.error("%s", err)
+            return 2
         return 0
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -14,8 +14,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from skinclip.data.images import decode_image
 from skinclip.model.towers import SkinCLIPBundle, as_model_input
-from skinclip.train.transforms import decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +134,16 @@ class ImageFiles(Dataset):
             return self.preprocess(image), str(path), ""
         except FileNotFoundError:
             return None, str(path), "file not found"
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        except UnidentifiedImageError:
+            return None, str(path), "unreadable image: not an image format PIL knows"
+        except (OSError, Image.DecompressionBombError) as err:
             return None, str(path), f"unreadable image: {err}"
 
 
 def _collate_files(items: list[tuple]) -> tuple:
-    good = [(x, p) for x, p, e in items if x is not None]
-    errors = [(p, e) for x, p, e in items if x is None]
-    images = torch.stack([x for x, _ in good]) if good else None  # (B, 3, H, W)
-    return images, [p for _, p in good], errors
+    good = [x for x, _, _ in items if x is not None]
+    images = torch.stack(good) if good else None  # (B_readable, 3, H, W)
+    return images, [p for _, p, _ in items], [e for _, _, e in items]
 
 
 @torch.no_grad()
@@ -154,19 +155,21 @@ def iter_image_embeds(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ):
-    """Yield ``(image_embeds (B, D), paths, errors)`` batch by batch, in input order.
+    """Yield ``(image_embeds, paths, errors)`` batch by batch, in input order.
 
-    ``errors`` lists ``(path, reason)`` for files in the batch that could not be read.
+    ``paths`` and ``errors`` cover every file of the batch; ``errors[i]`` is empty for a
+    readable file, else the reason it could not be read. ``image_embeds`` holds one
+    normalised row per readable file, in the same order.
     """
     dataset = ImageFiles(paths, bundle.preprocess_val, _image_size(bundle))
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_files
     )
     model = bundle.model.to(device).eval()
-    for images, good_paths, errors in tqdm(loader, desc="encode images", disable=not progress):
+    for images, batch_paths, errors in tqdm(loader, desc="encode images", disable=not progress):
         embeds = (
             model.encode_image(as_model_input(images, device), normalize=True).float().cpu()
             if images is not None
             else torch.empty(0)
         )
-        yield embeds, good_paths, errors
+        yield embeds, batch_paths, errors

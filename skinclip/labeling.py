@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from skinclip.data.records import read_text
 from skinclip.encode import iter_image_embeds
 from skinclip.labels import LABEL_SETS, get_label_set
 from skinclip.model.towers import SkinCLIPBundle
@@ -32,7 +34,10 @@ def parse_labels(spec: str) -> dict[str, list[str]]:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise FileNotFoundError(f"Label file not found: {path}")
-        data = yaml.safe_load(path.read_text())
+        try:
+            data = yaml.safe_load(read_text(path))
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise ValueError(
                 f"{path} must map each class name to a list of synonyms, e.g. "
@@ -56,14 +61,24 @@ def list_images(source: Path, image_root: Path | None = None) -> list[Path]:
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not source.is_file():
         raise FileNotFoundError(f"Input not found: {source}. Give an image folder or a CSV.")
-    with source.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if "image" not in (reader.fieldnames or []):
-            raise ValueError(
-                f"{source} has columns {reader.fieldnames}; an 'image' column of paths is needed."
-            )
-        root = Path(image_root) if image_root else source.parent
-        return [root / row["image"] for row in reader]
+    reader = csv.DictReader(io.StringIO(read_text(source), newline=""))
+    if "image" not in (reader.fieldnames or []):
+        raise ValueError(
+            f"{source} has columns {reader.fieldnames}; an 'image' column of paths is needed."
+        )
+    root = Path(image_root) if image_root else source.parent
+    return [root / row["image"] for row in reader]
+
+
+def _top_k_cells(embeds, classifier, scale: float, names: list[str], k: int) -> list[list[str]]:
+    """Per image: label1, prob1, ..., labelk, probk."""
+    if embeds.numel() == 0:
+        return []
+    top = torch.topk(classify(embeds, classifier, scale), k, dim=1)  # (B, k)
+    return [
+        [cell for v, i in zip(values, idx, strict=True) for cell in (names[i], f"{v:.4f}")]
+        for values, idx in zip(top.values, top.indices, strict=True)
+    ]
 
 
 def label_images(
@@ -95,22 +110,18 @@ def label_images(
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*header, "model_id", "error"])
-        for embeds, good, errors in iter_image_embeds(
+        for embeds, batch_paths, errors in iter_image_embeds(
             bundle, paths, batch_size=batch_size, num_workers=num_workers
         ):
-            if good:
-                probs = classify(embeds, classifier, scale)  # (B, C)
-                top = torch.topk(probs, k, dim=1)
-                for path, values, idx in zip(good, top.values, top.indices, strict=True):
-                    cells = [
-                        x for v, i in zip(values, idx, strict=True) for x in (names[i], f"{v:.4f}")
-                    ]
-                    writer.writerow([path, *cells, bundle.model_id, ""])
-            for path, reason in errors:
-                logger.warning("Skipping %s: %s", path, reason)
-                writer.writerow([path, *[""] * (2 * k), bundle.model_id, reason])
-            counts["labelled"] += len(good)
-            counts["failed"] += len(errors)
+            rows = iter(_top_k_cells(embeds, classifier, scale, names, k))
+            for path, error in zip(batch_paths, errors, strict=True):
+                if error:
+                    logger.warning("Skipping %s: %s", path, error)
+                    writer.writerow([path, *[""] * (2 * k), bundle.model_id, error])
+                    counts["failed"] += 1
+                else:
+                    writer.writerow([path, *next(rows), bundle.model_id, ""])
+                    counts["labelled"] += 1
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(out_csv)

@@ -86,13 +86,51 @@ def _first_cases(records, max_cases: int | None):
         yield record
 
 
-def _train(options: QuickstartOptions, shards: Path, train_dir: Path) -> Path:
+def _check_splits(manifest: dict, options: QuickstartOptions) -> None:
+    counts = manifest["counts"]["split"]
+    empty = [split for split in ("train", "val", "test") if not counts.get(split)]
+    if empty:
+        raise ValueError(
+            f"The shards have no {' or '.join(empty)} images (--max-cases {options.max_cases}). "
+            "Use at least 20 cases so that every official split gets some."
+        )
+
+
+def _check_same_run(train_dir: Path, settings: dict) -> None:
+    """Refuse to resume a checkpoint that was trained with other settings or other shards."""
+    from skinclip.train.cli import last_checkpoint
+
+    record = train_dir / "quickstart_run.json"
+    if last_checkpoint(train_dir) and record.is_file():
+        previous = json.loads(record.read_text())
+        keys = settings.keys() | previous.keys()
+        changed = sorted(k for k in keys if settings.get(k) != previous.get(k))
+        if changed:
+            raise ValueError(
+                f"{train_dir} holds a run with other settings ({', '.join(changed)}); resuming "
+                "it would report a model trained on something else. Pass another --out, or "
+                f"delete {train_dir} to start over."
+            )
+    train_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(record, settings)
+
+
+def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: dict) -> Path:
     from skinclip.train.cli import last_checkpoint, run_training
+
+    config = options.config or default_config()
+    settings = {
+        "config": config.read_text(),
+        "epochs": options.epochs,
+        "image_size": options.image_size,
+        "shard_counts": manifest["counts"],
+    }
+    _check_same_run(train_dir, settings)
 
     args = [
         "fit",
         "--config",
-        str(options.config or default_config()),
+        str(config),
         "--data.shards",
         str(shards),
         "--data.num_workers",
@@ -161,10 +199,11 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     records = _first_cases(read_atlas(atlas), options.max_cases)
     shards = out / "shards"
     manifest = write_shards(records, shards, shard_size=128, source_name="derm7pt")
+    _check_splits(manifest, options)
     timings["shards_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    checkpoint = _train(options, shards, out / "train")
+    checkpoint = _train(options, shards, out / "train", manifest)
     timings["train_s"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -19,8 +19,13 @@ ITEM_FIELDS = ("case_id", "modality", "diagnosis", "location", "sex", "source", 
 
 
 def model_checksum(bundle: SkinCLIPBundle) -> str:
-    """A short fingerprint of the weights, so an index refuses a model it was not built with."""
+    """A short fingerprint of the weights and input resolution.
+
+    An index refuses a model it was not built with; the resolution counts because the same
+    weights embed a 128 px and a 224 px view of an image differently.
+    """
     digest = hashlib.sha256()
+    digest.update(repr(bundle.model.visual.image_size).encode())
     for name, tensor in sorted(bundle.model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
@@ -76,7 +81,7 @@ def search_image(index: CaseIndex, bundle: SkinCLIPBundle, image: Path, k: int =
     if not image.is_file():
         raise FileNotFoundError(f"Image not found: {image}")
     for embeds, _, errors in iter_image_embeds(bundle, [image], num_workers=0, progress=False):
-        if errors:
-            raise ValueError(f"Cannot read {image}: {errors[0][1]}. Give a JPEG or PNG image.")
+        if errors[0]:
+            raise ValueError(f"Cannot read {image}: {errors[0]}. Give a JPEG or PNG image.")
         return index.search(embeds.numpy(), k=k)[0]
     raise AssertionError("iter_image_embeds yielded nothing for one path")

@@ -93,3 +93,58 @@ def test_search_without_index_says_how_to_build_it(tmp_path, caplog):
         )
     assert code == 2
     assert "skinclip index" in caplog.text
+
+
+def test_output_paths_in_the_way_are_refused_before_any_work(make_image, tmp_path, caplog):
+    make_image("imgs/a.jpg")
+    (tmp_path / "afile").write_text("x")
+    with caplog.at_level(logging.ERROR):
+        assert main(["zeroshot", str(tmp_path / "imgs"), "--out", str(tmp_path / "imgs")]) == 2
+        assert main(["shards", str(tmp_path / "imgs"), "--out", str(tmp_path / "afile")]) == 2
+    assert "is a folder" in caplog.text and "afile is a file" in caplog.text
+    assert not (tmp_path / "imgs.tmp").exists()
+
+
+def test_k_must_be_positive(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zeroshot", str(tmp_path), "--out", str(tmp_path / "o.csv"), "--k", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_unreadable_checkpoint_and_unknown_tag(tmp_path, caplog):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    with caplog.at_level(logging.ERROR):
+        code = main(["search", "--index", str(tmp_path), "--text", "x", "--checkpoint", str(junk)])
+    assert code == 2 and "junk.ckpt is not a readable checkpoint" in caplog.text
+
+    from skinclip.model.towers import create_skinclip
+
+    with pytest.raises(ValueError, match="neither a file nor a pretrained tag.*Tags: openai"):
+        create_skinclip("RN50", "no-such-tag")
+
+
+def test_zeroshot_rows_follow_input_order_and_bad_label_yaml(make_image, tmp_path, caplog):
+    for name in ("1.jpg", "3.jpg"):
+        make_image(f"imgs/{name}", size=(64, 48))
+    (tmp_path / "imgs" / "2.jpg").write_text("broken")
+    out = tmp_path / "o.csv"
+    args = ["zeroshot", str(tmp_path / "imgs"), "--labels", "a,b", "--out", str(out)]
+    assert main([*args, "--image-size", "64", "--workers", "0"]) == 0
+    assert [r["image"][-5:] for r in csv.DictReader(out.open())] == ["1.jpg", "2.jpg", "3.jpg"]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("not: [a")
+    with caplog.at_level(logging.ERROR):
+        assert (
+            main(["zeroshot", str(tmp_path / "imgs"), "--labels", str(bad), "--out", str(out)]) == 2
+        )
+    assert "bad.yaml is not valid YAML" in caplog.text
+
+
+def test_non_utf8_csv_names_the_file_and_the_fix(tmp_path, caplog):
+    table = tmp_path / "latin1.csv"
+    table.write_bytes("image,caption\ncaf\xe9.jpg,n\xe6vus\n".encode("latin-1"))
+    with caplog.at_level(logging.ERROR):
+        assert main(["shards", str(table), "--out", str(tmp_path / "out")]) == 2
+    assert "latin1.csv is not UTF-8" in caplog.text and "Re-save it as UTF-8" in caplog.text

@@ -43,3 +43,15 @@ def test_missing_data_says_where_to_get_it(tmp_path, monkeypatch):
         find_atlas(None)
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         find_atlas(tmp_path)
+
+
+def test_quickstart_refuses_to_resume_a_run_with_other_settings(tmp_path):
+    from skinclip.quickstart import _check_same_run
+
+    train_dir = tmp_path / "train"
+    _check_same_run(train_dir, {"epochs": 1, "shard_counts": {"train": 10}})
+    (train_dir / "checkpoints").mkdir()
+    (train_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    _check_same_run(train_dir, {"epochs": 1, "shard_counts": {"train": 10}})  # same: resumes
+    with pytest.raises(ValueError, match=r"other settings \(shard_counts\).*another --out"):
+        _check_same_run(train_dir, {"epochs": 1, "shard_counts": {"train": 4}})

@@ -58,3 +58,12 @@ def test_index_refuses_another_model(tiny_bundle, tiny_shards, tmp_path):
     other = create_skinclip(image_size=32, pretrained_towers=False)  # new random weights
     with pytest.raises(ValueError, match="checksum"):
         load_case_index(tmp_path / "ix", other)
+
+
+def test_index_refuses_another_resolution(tiny_bundle, tiny_shards, tmp_path):
+    build_case_index(tiny_bundle, tiny_shards, ("train",), num_workers=0).save(tmp_path / "ix")
+    torch.manual_seed(0)
+    same_weights_other_size = create_skinclip(image_size=48, pretrained_towers=False)
+    same_weights_other_size.model.load_state_dict(tiny_bundle.model.state_dict())
+    with pytest.raises(ValueError, match="checksum"):
+        load_case_index(tmp_path / "ix", same_weights_other_size)

@@ -42,7 +42,7 @@ def test_mmskin_vqa_groups_answers_by_image(tmp_path: Path):
     assert first.meta["modality"] == "clinical"
     assert first.meta["case_id"] == "dataset/bk1_2.png"
     assert first.meta["split"] == hash_split("dataset/bk1_2.png")
-    assert first.key == "mmskin_vqa-dataset_bk1_2_png"
+    assert first.key.startswith("mmskin_vqa-dataset_bk1_2_png-")
     # An empty answer leaves the record without captions for the shard writer to report.
     assert records["dataset/bk1_4.png"].captions == ()
 
@@ -186,3 +186,12 @@ def test_real_mmskin_vqa_csv(data_root: Path):
     assert len(records) == 4391
     assert sum(len(r.meta["qa"]) for r in records) == 5452
     assert all(r.captions for r in records)
+
+
+def test_keys_of_names_that_clean_alike_stay_distinct():
+    from skinclip.data.records import safe_key
+
+    keys = {safe_key(name) for name in ("a b.jpg", "a_b.jpg", "a.b.jpg", "痣.jpg", "癌.jpg")}
+    assert len(keys) == 5
+    assert safe_key("derm7pt-0001_dermoscopic") == "derm7pt-0001_dermoscopic"
+    assert all(safe_key(k) == k for k in keys)

@@ -74,61 +74,36 @@ def test_validation_logs_recall_and_zeroshot(tiny_shards, tmp_path):
 
 
 def test_resume_continues_from_last_checkpoint(tiny_shards, tmp_path):
-    first = _trainer(
-        tmp_path,
-        max_steps=2,
-        enable_checkpointing=True,
-        callbacks=[RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1)],
-    )
-    first.fit(SkinCLIPModule(**TINY), datamodule=_data(tiny_shards))
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    saved = torch.load(last, weights_only=False)
-    assert saved["global_step"] == 2
+    def trainer(max_steps: int) -> L.Trainer:
+        saver = RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=2)
+        return _trainer(tmp_path, max_steps=max_steps, enable_checkpointing=True, callbacks=[saver])
 
-    resumed_module = SkinCLIPModule(**TINY)
-    second = _trainer(
-        tmp_path,
-        max_steps=3,
-        enable_checkpointing=True,
-        callbacks=[RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1)],
-    )
-    second.fit(resumed_module, datamodule=_data(tiny_shards), ckpt_path=str(last))
-    assert second.global_step == 3
+    trainer(3).fit(SkinCLIPModule(**TINY), datamodule=_data(tiny_shards))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    # Step 3 is not a multiple of 2: the end of training must still reach last.ckpt.
     assert torch.load(last, weights_only=False)["global_step"] == 3
 
+    second = trainer(4)
+    second.fit(SkinCLIPModule(**TINY), datamodule=_data(tiny_shards), ckpt_path=str(last))
+    assert second.global_step == 4
+    assert torch.load(last, weights_only=False)["global_step"] == 4
 
-def test_lightning_cli_with_yaml_config_trains_and_exports(tiny_shards, tmp_path):
+
+def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, tmp_path):
     root = tmp_path / "run"
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-    run_training(
-        [
-            "fit",
-            "--config",
-            str(config),
-            "--data.shards",
-            str(tiny_shards),
-            "--data.num_workers",
-            "0",
-            "--data.batch_size",
-            "4",
-            "--model.image_size",
-            "32",
-            "--model.pretrained_towers",
-            "false",
-            "--trainer.max_steps",
-            "2",
-            "--trainer.limit_val_batches",
-            "0",
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
-    )
+    common = ["--config", str(config), "--data.shards", str(tiny_shards)]
+    common += ["--data.num_workers", "0", "--data.batch_size", "4", "--model.image_size", "32"]
+    common += ["--model.pretrained_towers", "false", "--trainer.limit_val_batches", "0"]
+    common += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
+    run_training(["fit", *common, "--trainer.max_steps", "2"])
     assert (root / "checkpoints" / "last.ckpt").is_file()
     assert (root / "export" / "open_clip_config.json").is_file()
     assert (root / "export" / "open_clip_model.safetensors").is_file()
+
+    # A restarted run finds last.ckpt by name and continues the step count.
+    run_training(["fit", *common, "--trainer.max_steps", "3", "--ckpt_path", "last"])
+    assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
 
 
 def test_datamodule_reports_missing_shards(tmp_path):

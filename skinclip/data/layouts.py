@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from skinclip.data.records import ImageRecord
+from skinclip.data.records import ImageRecord, read_text
 from skinclip.data.sources import (
     CAPTION_COLUMNS,
     IMAGE_SUFFIXES,
@@ -78,14 +79,13 @@ def detect_source(path: Path) -> str:
 
 
 def _read_csv_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        return next(csv.reader(f), [])
+    return next(csv.reader(io.StringIO(read_text(path), newline="")), [])
 
 
 def _looks_like_llava(path: Path) -> bool:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(read_text(path))
+    except (json.JSONDecodeError, ValueError):
         return False
     if isinstance(data, list) and data and not isinstance(data[0], dict):
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -15,12 +16,28 @@ SPLITS = ("train", "val", "test")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+def read_text(path: Path) -> str:
+    """Read a UTF-8 text file (a BOM is allowed), or say how to fix its encoding."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}). Re-save it as UTF-8, "
+            "for example 'CSV UTF-8' in a spreadsheet program."
+        ) from None
+
+
 def safe_key(text: str) -> str:
     """Turn an arbitrary id into a webdataset key.
 
     Dots are replaced too, because webdataset reads everything after a dot as an extension.
+    When anything had to be replaced, a digest of the original is appended: ``a b.jpg`` and
+    ``a_b.jpg`` would otherwise become the same key.
     """
-    return _KEY_UNSAFE.sub("_", text).strip("_")
+    cleaned = _KEY_UNSAFE.sub("_", text).strip("_")
+    if cleaned == text:
+        return text
+    return f"{cleaned}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

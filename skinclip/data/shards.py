@@ -27,9 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import webdataset as wds
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
+from skinclip.data.images import to_rgb
 from skinclip.data.records import SPLITS, ImageRecord, normalize_split, safe_key
 from skinclip.data.splits import hash_split
 
@@ -63,13 +64,8 @@ def _strict_decoding() -> Iterator[None]:
 
 
 def _to_jpeg(img: Image.Image) -> bytes:
-    if img.mode in ("RGBA", "LA", "P"):
-        # Transparent pixels carry arbitrary colours; flatten them onto white.
-        rgba = img.convert("RGBA")
-        img = Image.new("RGB", rgba.size, (255, 255, 255))
-        img.paste(rgba, mask=rgba.getchannel("A"))
     buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=JPEG_QUALITY)
+    to_rgb(img).save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
 
 
@@ -98,14 +94,20 @@ def image_jpeg_bytes(path: Path) -> bytes:
     try:
         with _strict_decoding(), Image.open(io.BytesIO(data)) as img:
             img.load()
-            if img.format == "JPEG" and img.mode in ("RGB", "L"):
+            # Kept byte for byte only when no conversion is needed: an EXIF rotation would be
+            # lost to readers that ignore EXIF.
+            if img.format == "JPEG" and img.mode in ("RGB", "L") and not _rotated(img):
                 return data
             return _to_jpeg(img)
-    except UnidentifiedImageError as err:
-        raise SkipSample("not an image", str(err)) from None
+    except UnidentifiedImageError:
+        raise SkipSample("not an image", "the content is no image format PIL knows") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         reason = "truncated image" if "truncated" in str(err).lower() else "unreadable image"
         raise SkipSample(reason, str(err)) from None
+
+
+def _rotated(img: Image.Image) -> bool:
+    return img.getexif().get(ExifTags.Base.Orientation, 1) != 1
 
 
 class _SplitWriter:
@@ -229,12 +231,15 @@ def write_shards(
                 if not record.key or record.key != safe_key(record.key):
                     # webdataset splits keys at dots, so such a sample would be read back wrong.
                     raise SkipSample("invalid key", "use records.safe_key to build keys")
-                if record.key in seen_keys:
-                    raise SkipSample("duplicate key")
                 captions = [c.strip() for c in record.captions if c and c.strip()]
                 if not captions:
                     raise SkipSample("empty caption")
                 jpeg = image_jpeg_bytes(record.image_path)
+                if record.key in seen_keys:
+                    raise SkipSample(
+                        "duplicate key",
+                        "an earlier record has this key: is the image listed twice?",
+                    )
             except SkipSample as skip:
                 skipped.append(
                     {"key": record.key, "file": str(record.image_path), "reason": skip.reason}
@@ -258,6 +263,8 @@ def write_shards(
             num_captions += len(captions)
         for writer in writers.values():
             writer.close()
+        if not by_split_modality:
+            raise ValueError(_nothing_written(skipped, out_dir))
         _publish(staging, out_dir, writers)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -279,6 +286,16 @@ def write_shards(
         out_dir,
     )
     return manifest
+
+
+def _nothing_written(skipped: list[dict], out_dir: Path) -> str:
+    reasons = Counter(s["reason"] for s in skipped)
+    examples = ", ".join(s["file"] for s in skipped[:3])
+    return (
+        f"No sample could be written ({len(skipped)} skipped: "
+        f"{', '.join(f'{n} {r}' for r, n in reasons.most_common())}; e.g. {examples}). "
+        f"Check --image-root and the caption column. Nothing in {out_dir} was changed."
+    )
 
 
 def _manifest(

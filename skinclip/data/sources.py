@@ -12,6 +12,7 @@ skipped rather than the reader dropping it silently.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,7 @@ from skinclip.data.records import (
     ImageRecord,
     normalize_modality,
     normalize_split,
+    read_text,
     safe_key,
 )
 from skinclip.data.splits import hash_split
@@ -161,9 +163,8 @@ def _records(
 
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    return list(reader.fieldnames or []), list(reader)
 
 
 def _check_columns(path: Path, found: list[str], required: tuple, any_of: tuple = ()) -> None:
@@ -237,19 +238,18 @@ def read_jsonl(path: Path, **opts) -> Iterator[ImageRecord]:
     """
     path, options = Path(path), _options(opts)
     parsed = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {line_no}: not valid JSON ({err}).") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path} line {line_no}: expected a JSON object, got {obj!r}.")
-            _check_columns(path, list(obj), ("image",), (*CAPTION_COLUMNS, "label"))
-            captions = _row_captions(obj, options.default_modality)
-            parsed.append((line_no, {**obj, "captions": captions}))
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {line_no}: not valid JSON ({err}).") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path} line {line_no}: expected a JSON object, got {obj!r}.")
+        _check_columns(path, list(obj), ("image",), (*CAPTION_COLUMNS, "label"))
+        captions = _row_captions(obj, options.default_modality)
+        parsed.append((line_no, {**obj, "captions": captions}))
     return _records(parsed, path, options, path.stem)
 
 
@@ -265,7 +265,13 @@ def read_llava(path: Path, **opts) -> Iterator[ImageRecord]:
         ``<image>`` token). Entries without a single image path are logged and left out.
     """
     path, options = Path(path), _options(opts)
-    entries = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        entries = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); the llava layout is a JSON list of "
+            "{id, image, conversations}. Pass the right --kind, or fix the file."
+        ) from None
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of conversations, got {type(entries)}.")
     parsed, no_image = [], 0

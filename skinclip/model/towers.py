@@ -9,7 +9,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import pickle
 import shutil
+import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -179,10 +182,11 @@ def create_skinclip(
         kwargs["pretrained_text"] = pretrained_towers and pretrained is None
 
     try:
-        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            model_name, pretrained=open_clip_pretrained, device=device, **kwargs
-        )
-    except RuntimeError as err:
+        with _quiet_random_init(lightning_ckpt):
+            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+                model_name, pretrained=open_clip_pretrained, device=device, **kwargs
+            )
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise _mismatch_error(model_name, pretrained, err) from err
 
     if ours and pretrained is None and pretrained_towers:
@@ -227,6 +231,21 @@ def lock_text_tower(model: torch.nn.Module, unlocked_layers: int = 0) -> None:
             param.requires_grad = True
 
 
+@contextmanager
+def _quiet_random_init(weights_follow: bool):
+    """Hide open_clip's "initialized randomly" warning when our own weights load right after."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not (weights_follow and "initialized randomly" in record.getMessage())
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def _is_lightning_checkpoint(path: str) -> bool:
     return Path(path).suffix == ".ckpt"
 
@@ -236,8 +255,20 @@ def checkpoint_hparams(ckpt_path: str) -> dict:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return dict(ckpt.get("hyper_parameters", {}))
+    return dict(_load_checkpoint(path).get("hyper_parameters", {}))
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}). Pass a .ckpt written "
+            "by `skinclip train`; if it was copied, copy it again (it may be truncated)."
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path} holds no Lightning state_dict; pass a .ckpt from skinclip train.")
+    return ckpt
 
 
 def load_lightning_weights(model: torch.nn.Module, ckpt_path: str, model_name: str) -> None:
@@ -250,7 +281,7 @@ def load_lightning_weights(model: torch.nn.Module, ckpt_path: str, model_name: s
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = _load_checkpoint(path)
     trained_name = ckpt.get("hyper_parameters", {}).get("model_name")
     if trained_name and trained_name != model_name:
         raise ValueError(
@@ -266,6 +297,17 @@ def load_lightning_weights(model: torch.nn.Module, ckpt_path: str, model_name: s
 
 def _mismatch_error(model_name: str, pretrained: str | None, err: Exception) -> Exception:
     text = str(err)
+    if "not a known tag" in text:
+        tags = open_clip.list_pretrained_tags_by_model(model_name) or ["none"]
+        return ValueError(
+            f"{pretrained!r} is neither a file nor a pretrained tag of {model_name!r}. "
+            f"Tags: {', '.join(tags)}."
+        )
+    if isinstance(err, EOFError | pickle.UnpicklingError) or "zip archive" in text:
+        return ValueError(
+            f"{pretrained} is not a readable weights file ({type(err).__name__}); pass an "
+            "open_clip state dict, a SkinCLIP .ckpt or an exported folder as local-dir:PATH."
+        )
     if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
         return ValueError(
             f"Checkpoint {pretrained} does not fit model {model_name!r}: it comes from another "

@@ -61,6 +61,13 @@ class RootCheckpoint(ModelCheckpoint):
             self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         super().setup(trainer, pl_module, stage)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Steps after the last multiple of every_n_train_steps would otherwise be missing from
+        # last.ckpt, and evaluating it would use older weights than the export.
+        if self.save_last and trainer.global_step != self._last_global_step_saved:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
 
 def last_checkpoint(root: Path) -> Path | None:
     """The ``last.ckpt`` a killed run left under ``root``, if any."""
@@ -69,18 +76,33 @@ def last_checkpoint(root: Path) -> Path | None:
 
 
 class SkinCLIPCLI(LightningCLI):
-    """LightningCLI with the model's name and resolution shared with the data module."""
+    """LightningCLI with the model's name and resolution shared with the data module.
+
+    ``--ckpt_path last`` resumes from ``<default_root_dir>/checkpoints/last.ckpt``.
+    """
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.model_name", "data.model_name")
         parser.link_arguments("model.image_size", "data.image_size")
 
+    def before_fit(self) -> None:
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        path = last_checkpoint(Path(self.trainer.default_root_dir))
+        if path is None:
+            logger.warning(
+                "No last.ckpt under %s/checkpoints: training starts from the beginning.",
+                self.trainer.default_root_dir,
+            )
+        config["ckpt_path"] = str(path) if path else None
+
 
 def run_training(args: list[str] | None = None) -> SkinCLIPCLI:
     """Run LightningCLI with SkinCLIP defaults; ``args`` as on the command line.
 
-    Checkpoints go to ``<default_root_dir>/checkpoints`` (``last.ckpt`` every few steps, so a
-    killed run resumes with ``--ckpt_path last``).
+    Checkpoints go to ``<default_root_dir>/checkpoints``: ``last.ckpt`` every 10 steps and at
+    the end, so a killed run resumes with ``--ckpt_path last``.
     """
     trainer_defaults = {
         "precision": default_precision(),
@@ -96,4 +118,5 @@ def run_training(args: list[str] | None = None) -> SkinCLIPCLI:
         trainer_defaults=trainer_defaults,
         args=args,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "skinclip train"},
     )

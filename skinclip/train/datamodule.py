@@ -15,10 +15,11 @@ import torch
 import webdataset as wds
 
 from skinclip.data.atlas import ATLAS_4CLASS
+from skinclip.data.images import decode_image
 from skinclip.data.shards import read_manifest
 from skinclip.model.towers import IMAGENET_MEAN, IMAGENET_STD, register_model_configs
 from skinclip.train import balance
-from skinclip.train.transforms import decode_image, eval_transform, train_transform
+from skinclip.train.transforms import eval_transform, train_transform
 
 logger = logging.getLogger(__name__)
 

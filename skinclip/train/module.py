@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -205,7 +206,22 @@ class SkinCLIPModule(L.LightningModule):
 
 
 def default_precision() -> str:
-    """Mixed precision where the hardware has it; full precision on CPU, where it is faster."""
+    """Mixed precision wherever the hardware has it.
+
+    On CPUs with native bfloat16 (AVX512-BF16 or AMX), oneDNN runs the convolutions about 1.5x
+    faster in bf16; on other CPUs bf16 is emulated and slower than float32.
+    """
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if torch.backends.mkldnn.is_available() and _cpu_has_native_bf16():
+        return "bf16-mixed"
     return "32-true"
+
+
+def _cpu_has_native_bf16() -> bool:
+    # torch's own check also accepts plain AVX-512, where bf16 is emulated and slower.
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

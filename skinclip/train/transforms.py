@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import io
-
-from PIL import Image
 from torchvision import transforms as T
 
 from skinclip.model.towers import IMAGENET_MEAN, IMAGENET_STD
-
-
-def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
-    """Decode image bytes to RGB, letting the JPEG decoder downscale when it can.
-
-    ``draft`` asks libjpeg for a reduced-size DCT decode (1/2, 1/4, 1/8) that still covers
-    ``min_side``, which is several times faster than decoding full size and resizing.
-    """
-    image = Image.open(io.BytesIO(data))
-    if min_side and image.format == "JPEG":
-        image.draft("RGB", (min_side, min_side))
-    return image.convert("RGB")
 
 
 def train_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose:
