@@ -30,7 +30,7 @@ from skinclip.data.atlas import read_atlas
 from skinclip.data.shards import write_shards
 from skinclip.quickstart import default_config, find_atlas
 from skinclip.train.datamodule import ShardDataModule
-from skinclip.train.module import SkinCLIPModule
+from skinclip.train.module import SkinCLIPModule, default_precision
 
 logger = logging.getLogger("bench_pipeline")
 
@@ -64,15 +64,23 @@ def bench_loader(data: ShardDataModule, batches: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def train_step(module: SkinCLIPModule, optimizer, batch: dict) -> None:
+    """One optimisation step under the precision the default config trains with."""
+    bf16 = default_precision() == "bf16-mixed"
+    optimizer.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        image_embeds, text_embeds = module(batch["images"], batch["tokens"])
+        loss = module.loss_fn(image_embeds, text_embeds, module.model.logit_scale.exp())
+    loss.backward()
+    optimizer.step()
+
+
 def bench_steps(module: SkinCLIPModule, batch: dict, steps: int) -> float:
     optimizer = torch.optim.AdamW(module._param_groups(), lr=1e-4)
     module.train()
 
     def step() -> None:
-        optimizer.zero_grad()
-        image_embeds, text_embeds = module(batch["images"], batch["tokens"])
-        module.loss_fn(image_embeds, text_embeds, module.model.logit_scale.exp()).backward()
-        optimizer.step()
+        train_step(module, optimizer, batch)
 
     step()  # warm-up
     start = time.perf_counter()
@@ -88,10 +96,7 @@ def bench_end_to_end(module: SkinCLIPModule, data: ShardDataModule, batches: int
     for i, batch in enumerate(data.train_dataloader()):
         if i == 1:
             start, seen = time.perf_counter(), 0
-        optimizer.zero_grad()
-        image_embeds, text_embeds = module(batch["images"], batch["tokens"])
-        module.loss_fn(image_embeds, text_embeds, module.model.logit_scale.exp()).backward()
-        optimizer.step()
+        train_step(module, optimizer, batch)
         seen += batch["images"].shape[0]
         if i >= batches:
             break
@@ -119,6 +124,7 @@ def main() -> None:
             str(out / "shards"),
             image_size=size,
             batch_size=batch_size,
+            balance_power=config["data"].get("balance_power", 0.0),
             num_workers=config["data"]["num_workers"],
         )
         module = SkinCLIPModule(**config["model"])
