@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from skinclip.data.images import decode_image
+from skinclip.data.shards import split_urls
 from skinclip.model.towers import SkinCLIPBundle, as_model_input
 
 logger = logging.getLogger(__name__)
@@ -35,16 +36,6 @@ class EncodedSplit:
     text_embeds: torch.Tensor
     metas: list[dict] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
-
-
-def shard_urls(shards: Path, split: str) -> list[str]:
-    urls = sorted(str(p) for p in (Path(shards) / split).glob("shard-*.tar"))
-    if not urls:
-        raise FileNotFoundError(
-            f"No '{split}' shards under {Path(shards) / split}. Run `skinclip shards` first, "
-            "on data that has this split."
-        )
-    return urls
 
 
 def _image_size(bundle: SkinCLIPBundle) -> int:
@@ -72,7 +63,7 @@ def encode_split(
         return preprocess(decode_image(sample["jpg"], min_side)), caption, meta
 
     dataset = wds.WebDataset(
-        shard_urls(shards, split),
+        split_urls(shards, split),
         shardshuffle=False,
         workersplitter=wds.split_by_worker,
         empty_check=False,

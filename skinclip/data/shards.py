@@ -380,3 +380,18 @@ def shard_paths(out_dir: Path, split: str) -> list[Path]:
         raise ValueError(f"Unknown split {split!r}; choose one of {list(SPLITS)}.")
     manifest = read_manifest(out_dir)
     return [Path(out_dir).resolve() / name for name in manifest["splits"][split]["shards"]]
+
+
+def split_urls(out_dir: Path, split: str) -> list[str]:
+    """Shard paths of one split as strings for webdataset, or a clear error when there are none.
+
+    Raises:
+        FileNotFoundError: If the folder has no manifest or the split has no shards.
+    """
+    paths = shard_paths(out_dir, split)
+    if not paths:
+        raise FileNotFoundError(
+            f"No '{split}' shards under {Path(out_dir) / split}. Run `skinclip shards` on data "
+            "that has this split."
+        )
+    return [str(p) for p in paths]

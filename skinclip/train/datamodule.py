@@ -16,7 +16,7 @@ import webdataset as wds
 
 from skinclip.data.atlas import ATLAS_4CLASS
 from skinclip.data.images import decode_image
-from skinclip.data.shards import read_manifest
+from skinclip.data.shards import read_manifest, split_urls
 from skinclip.model.towers import IMAGENET_MEAN, IMAGENET_STD, register_model_configs
 from skinclip.train import balance
 from skinclip.train.transforms import eval_transform, train_transform
@@ -81,13 +81,7 @@ class ShardDataModule(L.LightningDataModule):
         return self._repeat_factors
 
     def split_urls(self, split: str) -> list[str]:
-        urls = sorted(str(p) for p in (self.shards / split).glob("shard-*.tar"))
-        if not urls:
-            raise FileNotFoundError(
-                f"No {split} shards in {self.shards / split}. Run `skinclip shards` on data "
-                f"that has a {split} split."
-            )
-        return urls
+        return split_urls(self.shards, split)
 
     def split_size(self, split: str) -> int:
         """Samples per epoch of a split, counting the repeats of balanced training."""
