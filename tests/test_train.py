@@ -109,3 +109,21 @@ def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, 
 def test_datamodule_reports_missing_shards(tmp_path):
     with pytest.raises(FileNotFoundError, match="skinclip shards"):
         ShardDataModule(str(tmp_path / "nowhere"))
+
+
+def test_resampled_epochs_have_the_nominal_length(tiny_shards):
+    data = ShardDataModule(
+        str(tiny_shards), image_size=32, batch_size=4, num_workers=0, resample=True
+    )
+    batches = list(data.train_dataloader())
+    assert len(batches) == data.steps_per_epoch() == 4  # 16 training images / batch 4
+
+
+def test_balancing_repeats_rare_groups(tiny_shards):
+    plain = ShardDataModule(str(tiny_shards), image_size=32, batch_size=4, num_workers=0)
+    balanced = ShardDataModule(
+        str(tiny_shards), image_size=32, batch_size=4, num_workers=0, balance_power=0.5
+    )
+    # The tiny training split has 4 groups of equal size: nothing to repeat.
+    assert set(balanced.repeat_factors().values()) == {1.0}
+    assert balanced.split_size("train") == plain.split_size("train") == 16

@@ -101,7 +101,7 @@ class ShardDataModule(L.LightningDataModule):
         dataset = wds.WebDataset(
             self.split_urls(split),
             resampled=resample,
-            shardshuffle=(100 if train else False) if not resample else True,
+            shardshuffle=100 if train else False,
             nodesplitter=None if resample else wds.split_by_node,
             workersplitter=None if resample else wds.split_by_worker,
             handler=wds.warn_and_continue,
@@ -117,8 +117,10 @@ class ShardDataModule(L.LightningDataModule):
         )
         dataset = dataset.map(self._add_tokens)
         if resample:
-            # A resampled stream never ends; cut it into epochs of the nominal length.
-            dataset = dataset.with_epoch(self.steps_per_epoch())
+            # A resampled stream never ends; cut it into epochs of the nominal length. Every
+            # worker draws its own stream, so each supplies its share of the batches.
+            workers = max(1, hp.num_workers)
+            dataset = dataset.with_epoch(math.ceil(self.steps_per_epoch() / workers))
         return dataset
 
     def _to_sample(self, sample: dict, transform, train: bool) -> tuple:
