@@ -51,6 +51,11 @@ def evaluate_split(
         directions, and the counts they were computed over.
     """
     encoded = encode_split(bundle, shards, split, num_workers=num_workers, **kwargs)
+    return split_metrics(bundle, encoded, split)
+
+
+def split_metrics(bundle: SkinCLIPBundle, encoded: EncodedSplit, split: str) -> dict:
+    """The metrics of :func:`evaluate_split` for a split that is already encoded."""
     metrics = {"split": split, "images": len(encoded.metas), "model_id": bundle.model_id}
     metrics.update(zeroshot_scores(bundle, encoded))
     metrics.update(retrieval_recall(encoded.image_embeds, encoded.text_embeds))

@@ -185,8 +185,7 @@ def run_quickstart(options: QuickstartOptions) -> dict:
         The metrics written.
     """
     from skinclip.encode import encode_split
-    from skinclip.evaluate import evaluate_split, zeroshot_scores
-    from skinclip.metrics import retrieval_recall
+    from skinclip.evaluate import evaluate_split, split_metrics
     from skinclip.model.towers import create_skinclip
     from skinclip.retrieval import build_case_index
 
@@ -214,13 +213,7 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     )
     results = {"untrained": evaluate_split(untrained, shards, "test", options.workers)}
     encoded = encode_split(trained, shards, "test", num_workers=options.workers)
-    results["trained"] = {
-        "split": "test",
-        "images": len(encoded.metas),
-        "model_id": trained.model_id,
-    }
-    results["trained"].update(zeroshot_scores(trained, encoded))
-    results["trained"].update(retrieval_recall(encoded.image_embeds, encoded.text_embeds))
+    results["trained"] = split_metrics(trained, encoded, "test")
     timings["evaluate_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
