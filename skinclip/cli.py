@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        # The arguments reach LightningCLI explicitly; leaving them in sys.argv as well makes it
+        # warn that it was given two command lines.
+        sys.argv = sys.argv[:1]
         try:
             cmd_train(argparse.Namespace(), argv[1:])
         except (FileNotFoundError, ValueError) as err:
