@@ -231,9 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        # The arguments reach LightningCLI explicitly; leaving them in sys.argv as well makes it
-        # warn that it was given two command lines.
-        sys.argv = sys.argv[:1]
         try:
             cmd_train(argparse.Namespace(), argv[1:])
         except (FileNotFoundError, ValueError) as err:
@@ -241,10 +238,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     args = parser.parse_args(argv)
+    # Our own progress at INFO; the libraries' chatter (open_clip logs every loading step at
+    # INFO on the root logger, faiss each CPU build it probes) only with --verbose.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for name in ("skinclip", "index"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         COMMANDS[args.command](args)
     except (FileNotFoundError, ValueError) as err:

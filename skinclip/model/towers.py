@@ -182,7 +182,7 @@ def create_skinclip(
         kwargs["pretrained_text"] = pretrained_towers and pretrained is None
 
     try:
-        with _quiet_random_init(lightning_ckpt):
+        with _quiet_random_init(lightning_ckpt or (ours and pretrained_towers)):
             model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
                 model_name, pretrained=open_clip_pretrained, device=device, **kwargs
             )
@@ -233,10 +233,14 @@ def lock_text_tower(model: torch.nn.Module, unlocked_layers: int = 0) -> None:
 
 @contextmanager
 def _quiet_random_init(weights_follow: bool):
-    """Hide open_clip's "initialized randomly" warning when our own weights load right after."""
+    """Hide open_clip's "initialized randomly/partially" warning when our weights load next."""
 
     def drop(record: logging.LogRecord) -> bool:
-        return not (weights_follow and "initialized randomly" in record.getMessage())
+        message = record.getMessage()
+        return not (
+            weights_follow
+            and ("initialized randomly" in message or "initialized partially" in message)
+        )
 
     root = logging.getLogger()
     root.addFilter(drop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -104,6 +105,9 @@ def run_training(args: list[str] | None = None) -> SkinCLIPCLI:
     Checkpoints go to ``<default_root_dir>/checkpoints``: ``last.ckpt`` every 10 steps and at
     the end, so a killed run resumes with ``--ckpt_path last``.
     """
+    # The arguments reach LightningCLI explicitly; leaving the process's own command line in
+    # sys.argv as well makes it warn that it was given two.
+    sys.argv = sys.argv[:1]
     trainer_defaults = {
         "precision": default_precision(),
         "callbacks": [
