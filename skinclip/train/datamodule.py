@@ -101,7 +101,8 @@ class ShardDataModule(L.LightningDataModule):
         dataset = wds.WebDataset(
             self.split_urls(split),
             resampled=resample,
-            shardshuffle=100 if train else False,
+            # Resampling draws shards at random already; webdataset rejects a shuffle on top.
+            shardshuffle=100 if train and not resample else False,
             nodesplitter=None if resample else wds.split_by_node,
             workersplitter=None if resample else wds.split_by_worker,
             handler=wds.warn_and_continue,
