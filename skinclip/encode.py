@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from skinclip.data.images import decode_image
 from skinclip.data.shards import split_urls
-from skinclip.model.towers import SkinCLIPBundle, as_model_input
+from skinclip.model.towers import SkinCLIPBundle, as_model_input, image_size_of
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +38,6 @@ class EncodedSplit:
     captions: list[str] = field(default_factory=list)
 
 
-def _image_size(bundle: SkinCLIPBundle) -> int:
-    size = bundle.model.visual.image_size
-    return size[0] if isinstance(size, tuple | list) else int(size)
-
-
 @torch.no_grad()
 def encode_split(
     bundle: SkinCLIPBundle,
@@ -54,7 +49,7 @@ def encode_split(
     limit: int | None = None,
 ) -> EncodedSplit:
     """Encode the images and canonical captions of one split of a shard folder."""
-    preprocess, min_side = bundle.preprocess_val, _image_size(bundle)
+    preprocess, min_side = bundle.preprocess_val, image_size_of(bundle.model)
 
     def to_sample(sample: dict) -> tuple:
         meta = json.loads(sample["json"])
@@ -152,7 +147,7 @@ def iter_image_embeds(
     readable file, else the reason it could not be read. ``image_embeds`` holds one
     normalised row per readable file, in the same order.
     """
-    dataset = ImageFiles(paths, bundle.preprocess_val, _image_size(bundle))
+    dataset = ImageFiles(paths, bundle.preprocess_val, image_size_of(bundle.model))
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_files
     )

@@ -12,14 +12,13 @@ import torch
 import yaml
 
 from skinclip.data.records import read_text
+from skinclip.data.sources import IMAGE_SUFFIXES
 from skinclip.encode import iter_image_embeds
 from skinclip.labels import LABEL_SETS, get_label_set
 from skinclip.model.towers import SkinCLIPBundle
 from skinclip.zeroshot import build_classifier, classify
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def parse_labels(spec: str) -> dict[str, list[str]]:

@@ -15,7 +15,7 @@ from itertools import islice
 from pathlib import Path
 
 from skinclip.data.atlas import read_atlas
-from skinclip.data.shards import write_shards
+from skinclip.data.shards import write_json_atomic, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _check_same_run(train_dir: Path, settings: dict) -> None:
                 f"delete {train_dir} to start over."
             )
     train_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(record, settings)
+    write_json_atomic(record, settings)
 
 
 def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: dict) -> Path:
@@ -186,7 +186,7 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     """
     from skinclip.encode import encode_split
     from skinclip.evaluate import evaluate_split, split_metrics
-    from skinclip.model.towers import create_skinclip
+    from skinclip.model.towers import create_skinclip, image_size_of
     from skinclip.retrieval import build_case_index
 
     atlas = find_atlas(options.data)
@@ -207,10 +207,7 @@ def run_quickstart(options: QuickstartOptions) -> dict:
 
     start = time.perf_counter()
     trained = create_skinclip(pretrained=str(checkpoint))
-    image_size = trained.model.visual.image_size
-    untrained = create_skinclip(
-        image_size=image_size[0] if isinstance(image_size, tuple) else image_size
-    )
+    untrained = create_skinclip(image_size=image_size_of(trained.model))
     results = {"untrained": evaluate_split(untrained, shards, "test", options.workers)}
     encoded = encode_split(trained, shards, "test", num_workers=options.workers)
     results["trained"] = split_metrics(trained, encoded, "test")
@@ -229,15 +226,9 @@ def run_quickstart(options: QuickstartOptions) -> dict:
         "examples": _examples(index, encoded),
         "timings": {k: round(v, 1) for k, v in timings.items()},
     }
-    _write_json(out / "metrics.json", metrics)
+    write_json_atomic(out / "metrics.json", metrics)
     _log_summary(metrics)
     return metrics
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
 
 
 def _log_summary(metrics: dict) -> None:

@@ -146,7 +146,8 @@ class _SplitWriter:
         self._tar = self._file = None
 
 
-def _atomic_write_json(path: Path, obj: dict) -> None:
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write JSON to a temp file in the same folder, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -278,7 +279,7 @@ def write_shards(
     manifest = _manifest(
         source_name, created, shard_size, writers, by_split_modality, skipped, num_captions
     )
-    _atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+    write_json_atomic(out_dir / MANIFEST_NAME, manifest)
     logger.info(
         "Wrote %d samples (%d skipped) to %s",
         manifest["total_samples"],

@@ -202,6 +202,12 @@ def create_skinclip(
     return SkinCLIPBundle(model, preprocess_train, preprocess_val, tokenizer, model_name, model_id)
 
 
+def image_size_of(model: torch.nn.Module) -> int:
+    """The square input resolution of a model's image tower (open_clip stores int or pair)."""
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, tuple | list) else size)
+
+
 def as_model_input(images: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
     """Move a (B, 3, H, W) batch to ``device`` in the channels-last layout the towers use."""
     return images.to(device, memory_format=torch.channels_last)
@@ -339,10 +345,7 @@ def export_open_clip(bundle: SkinCLIPBundle, out_dir: Path) -> Path:
     staging.mkdir(parents=True)
 
     model_cfg = copy.deepcopy(open_clip.get_model_config(bundle.model_name))
-    image_size = bundle.model.visual.image_size
-    model_cfg["vision_cfg"]["image_size"] = (
-        image_size[0] if isinstance(image_size, tuple | list) else image_size
-    )
+    model_cfg["vision_cfg"]["image_size"] = image_size_of(bundle.model)
     normalize = next(t for t in bundle.preprocess_val.transforms if hasattr(t, "mean"))
     config = {
         "model_cfg": model_cfg,

@@ -35,19 +35,13 @@ class ExportOpenCLIP(Callback):
         bundle = SkinCLIPBundle(
             pl_module.model,
             None,
-            _eval_preprocess(pl_module),
+            pl_module.preprocess_val,
             pl_module.tokenizer,
             hp.model_name,
             f"{hp.model_name}@trained",
         )
         export_open_clip(bundle, out)
         logger.info("Exported open_clip model to %s", out)
-
-
-def _eval_preprocess(pl_module: SkinCLIPModule):
-    from skinclip.train.transforms import eval_transform
-
-    return eval_transform(pl_module.hparams.image_size)
 
 
 class RootCheckpoint(ModelCheckpoint):

@@ -67,6 +67,7 @@ class SkinCLIPModule(L.LightningModule):
         bundle = create_skinclip(model_name, pretrained, image_size, pretrained_towers)
         self.model = bundle.model
         self.tokenizer = bundle.tokenizer
+        self.preprocess_val = bundle.preprocess_val
         self._lock_towers()
         self.loss_fn = ClipLoss()
         self._val_outputs: list[dict] = []
