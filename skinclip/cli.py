@@ -83,30 +83,104 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from skinclip.evaluate import evaluate_split
+    from skinclip.eval.run import (
+        EvaluateOptions,
+        evaluate_benchmark,
+        is_shard_folder,
+        temperature_beside,
+    )
+    from skinclip.labels import load_label_set
 
-    metrics = evaluate_split(_load_bundle(args), Path(args.shards), args.split, args.workers)
-    print(json.dumps(metrics, indent=2))
+    shards = is_shard_folder(Path(args.benchmark))
+    options = EvaluateOptions(
+        benchmark=Path(args.benchmark),
+        out=output_dir(args.out),
+        split=args.split,
+        calibration_split="" if args.no_calibration else args.calibration_split,
+        calibration=Path(args.calibration) if args.calibration else None,
+        temperature=Path(args.temperature) if args.temperature else None,
+        probe_train=args.probe_train if args.probe_train is not None else ("train" * shards),
+        concepts=args.concepts if args.concepts is not None else shards,
+        subgroups=args.subgroups if args.subgroups is not None else _default_subgroups(shards),
+        image_root=Path(args.image_root) if args.image_root else None,
+        label_from=args.label_from,
+        modality=args.modality,
+        resamples=args.resamples,
+        workers=args.workers,
+    )
+    label_set = load_label_set(args.labels)
+    report, temperature = evaluate_benchmark(_load_bundle(args), label_set, options)
+    beside = temperature_beside(args.checkpoint, label_set.name)
+    if temperature is not None and not args.temperature and beside is not None:
+        temperature.save(beside)
+        logger.info("Saved the temperature with the model: %s", beside)
+    zs = report["zeroshot"]
+    logger.info(
+        "%s on %s: zero-shot balanced acc %.3f, accuracy %.3f, ECE %.3f -> %s",
+        report["model_id"],
+        report["test"]["name"],
+        zs["balanced_accuracy"],
+        zs["accuracy"],
+        zs["ece"],
+        Path(args.out) / "report.md",
+    )
+
+
+def _default_subgroups(shards: bool) -> tuple[str, ...]:
+    from skinclip.eval.run import ATLAS_SUBGROUPS
+
+    return ATLAS_SUBGROUPS if shards else ()
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> None:
-    from skinclip.labeling import label_images, list_images, parse_labels
+    from skinclip.labeling import label_images, list_images
+    from skinclip.labels import load_label_set
 
     out = output_file(args.out)
-    classes = parse_labels(args.labels)
+    if not 0.0 <= args.abstain_below <= 1.0:
+        raise ValueError(f"--abstain-below is a probability, got {args.abstain_below}.")
+    label_set = load_label_set(args.labels)
     paths = list_images(Path(args.input), Path(args.image_root) if args.image_root else None)
     if not paths:
         raise ValueError(f"No images found in {args.input}.")
     counts = label_images(
         _load_bundle(args),
         paths,
-        classes,
+        label_set,
         out,
         k=args.k,
         modality=args.modality,
         num_workers=args.workers,
+        temperature=_zeroshot_temperature(args, label_set.name),
+        abstain_below=args.abstain_below,
     )
-    print(f"Labelled {counts['labelled']} image(s), {counts['failed']} unreadable -> {args.out}")
+    labelled = counts["labelled"]
+    message = f"Labelled {labelled} image(s), {counts['failed']} unreadable"
+    if counts["resumed"]:
+        message += f", {counts['resumed']} kept from the interrupted run"
+    if args.abstain_below > 0 and labelled:
+        coverage = 1 - counts["abstained"] / labelled
+        message += (
+            f"; abstained on {counts['abstained']} below p={args.abstain_below} "
+            f"(coverage {coverage:.1%})"
+        )
+    print(f"{message} -> {args.out}")
+
+
+def _zeroshot_temperature(args: argparse.Namespace, label_set: str):
+    """The temperature to apply: a given file, none, or (auto) one saved with the model."""
+    from skinclip.eval.calibration import Temperature
+    from skinclip.eval.run import temperature_beside
+
+    if args.temperature == "none":
+        return None
+    if args.temperature != "auto":
+        return Temperature.load(Path(args.temperature))
+    beside = temperature_beside(args.checkpoint, label_set)
+    if beside is None or not beside.is_file():
+        return None
+    logger.info("Applying the temperature saved with the model: %s", beside)
+    return Temperature.load(beside)
 
 
 def cmd_index(args: argparse.Namespace) -> None:
@@ -174,9 +248,46 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
-    p = sub.add_parser("evaluate", help="zero-shot and retrieval metrics on a shard split")
-    p.add_argument("--shards", required=True)
-    p.add_argument("--split", default="test")
+    p = sub.add_parser(
+        "evaluate",
+        help="benchmark report: zero-shot, calibration, linear probe, concepts, subgroups",
+    )
+    p.add_argument(
+        "benchmark",
+        help="shard folder (atlas), MM-Skin classification CSV, image,label CSV, "
+        "or a <label>/ image folder tree",
+    )
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--labels", default="atlas4", help="preset name, YAML file, or 'a,b,c'")
+    p.add_argument("--split", default="test", help="shard split to test on")
+    p.add_argument(
+        "--calibration-split", default="val", help="shard split to fit the temperature on"
+    )
+    p.add_argument("--no-calibration", action="store_true", help="skip temperature scaling")
+    p.add_argument("--calibration", default=None, help="labelled CSV/folder to fit it on")
+    p.add_argument("--temperature", default=None, help="apply a saved temperature.json")
+    p.add_argument(
+        "--probe-train",
+        default=None,
+        help="train split, CSV or folder for the linear probe (default: 'train' for shards; "
+        "'' skips)",
+    )
+    p.add_argument(
+        "--concepts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="concept AUROC (default: on for shards)",
+    )
+    p.add_argument(
+        "--subgroups",
+        nargs="*",
+        default=None,
+        help="metadata columns for subgroup metrics (default for shards: modality sex location)",
+    )
+    p.add_argument("--image-root", default=None, help="folder image paths are relative to")
+    p.add_argument("--label-from", default="column", choices=["column", "folder"])
+    p.add_argument("--modality", default=None, choices=["clinical", "dermoscopic", "pathology"])
+    p.add_argument("--resamples", type=int, default=500, help="bootstrap resamples (0: none)")
     _add_model_args(p)
 
     p = sub.add_parser("zeroshot", help="label a folder or CSV of images")
@@ -186,6 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=positive_int, default=3, help="labels per image")
     p.add_argument("--modality", default=None, choices=["clinical", "dermoscopic", "pathology"])
     p.add_argument("--image-root", default=None)
+    p.add_argument(
+        "--temperature",
+        default="auto",
+        help="temperature.json to calibrate with; 'auto' uses one saved beside --checkpoint "
+        "by `skinclip evaluate`, 'none' turns calibration off",
+    )
+    p.add_argument(
+        "--abstain-below",
+        type=float,
+        default=0.0,
+        help="mark images whose top probability is below this as abstained",
+    )
     _add_model_args(p)
 
     p = sub.add_parser("index", help="build a FAISS case index from shards")

@@ -9,8 +9,9 @@ import torch
 
 from skinclip.data.atlas import ATLAS_4CLASS
 from skinclip.encode import EncodedSplit, encode_split
+from skinclip.eval.classification import balanced_accuracy
 from skinclip.labels import get_label_set
-from skinclip.metrics import balanced_accuracy, retrieval_recall
+from skinclip.metrics import retrieval_recall
 from skinclip.model.towers import SkinCLIPBundle
 from skinclip.zeroshot import classify_by_modality
 

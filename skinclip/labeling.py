@@ -9,48 +9,16 @@ import os
 from pathlib import Path
 
 import torch
-import yaml
 
 from skinclip.data.records import read_text
 from skinclip.data.sources import IMAGE_SUFFIXES
 from skinclip.encode import iter_image_embeds
-from skinclip.labels import LABEL_SETS, get_label_set
+from skinclip.eval.calibration import Temperature
+from skinclip.labels import LabelSet
 from skinclip.model.towers import SkinCLIPBundle
 from skinclip.zeroshot import build_classifier, classify
 
 logger = logging.getLogger(__name__)
-
-
-def parse_labels(spec: str) -> dict[str, list[str]]:
-    """Read a label set: a built-in name, a YAML file (class: [synonyms]) or ``a,b,c``.
-
-    Raises:
-        ValueError: If fewer than two classes result or the YAML has the wrong shape.
-    """
-    if spec in LABEL_SETS:
-        return get_label_set(spec)
-    path = Path(spec)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise FileNotFoundError(f"Label file not found: {path}")
-        try:
-            data = yaml.safe_load(read_text(path))
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"{path} must map each class name to a list of synonyms, e.g. "
-                "'nevus: [melanocytic nevus, mole]'."
-            )
-        classes = {str(k): [str(s) for s in (v or [])] for k, v in data.items()}
-    else:
-        classes = {name.strip(): [] for name in spec.split(",") if name.strip()}
-    if len(classes) < 2:
-        raise ValueError(
-            f"Label set {spec!r} has {len(classes)} class(es); give at least two, as a "
-            f"comma-separated list, a YAML file, or one of: {', '.join(sorted(LABEL_SETS))}."
-        )
-    return classes
 
 
 def list_images(source: Path, image_root: Path | None = None) -> list[Path]:
@@ -69,59 +37,108 @@ def list_images(source: Path, image_root: Path | None = None) -> list[Path]:
     return [root / row["image"] for row in reader]
 
 
-def _top_k_cells(embeds, classifier, scale: float, names: list[str], k: int) -> list[list[str]]:
+def _top_k_cells(probs: torch.Tensor, names: list[str], k: int) -> list[list[str]]:
     """Per image: label1, prob1, ..., labelk, probk."""
-    if embeds.numel() == 0:
-        return []
-    top = torch.topk(classify(embeds, classifier, scale), k, dim=1)  # (B, k)
+    top = torch.topk(probs, k, dim=1)  # (B, k)
     return [
         [cell for v, i in zip(values, idx, strict=True) for cell in (names[i], f"{v:.4f}")]
         for values, idx in zip(top.values, top.indices, strict=True)
     ]
 
 
+def partial_path(out_csv: Path) -> Path:
+    """Where rows go while a labeling run is in progress; renamed to ``out_csv`` at the end."""
+    return out_csv.with_name(out_csv.name + ".partial")
+
+
+def _done_images(partial: Path, header: list[str]) -> set[str]:
+    """Images a killed run already wrote, after checking it ran with the same settings."""
+    with partial.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        found = next(reader, None)
+        if found != header:
+            raise ValueError(
+                f"{partial} is a partial run with other settings (columns {found}, expected "
+                f"{header}); delete it to start over, or rerun with the same --labels and --k."
+            )
+        return {row[0] for row in reader if len(row) == len(header)}
+
+
+def _truncate_torn_row(partial: Path) -> None:
+    # A kill mid-write can leave a last line without its newline; drop it so it is redone.
+    data = partial.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with partial.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def label_images(
     bundle: SkinCLIPBundle,
     paths: list[Path],
-    classes: dict[str, list[str]],
+    label_set: LabelSet,
     out_csv: Path,
     k: int = 3,
     modality: str | None = None,
     batch_size: int = 64,
     num_workers: int = 2,
+    temperature: Temperature | None = None,
+    abstain_below: float = 0.0,
 ) -> dict:
     """Write one CSV row per image: top-k labels with probabilities, or the read error.
 
-    The CSV is written to a temporary name and renamed when complete.
+    Rows are appended to ``<out>.partial`` batch by batch, so memory stays flat however many
+    images there are. A rerun after a kill picks up the partial file and skips the images it
+    already holds; the file is renamed to ``out_csv`` once every image has a row.
+
+    Args:
+        temperature: A fitted temperature to apply to the probabilities.
+        abstain_below: Mark rows whose top probability is below this as abstained.
 
     Returns:
-        Counts of labelled and failed images.
+        Counts: labelled, failed, abstained and resumed (rows kept from an earlier run).
     """
-    k = min(k, len(classes))
-    names = list(classes)
-    classifier = build_classifier(bundle.model, bundle.tokenizer, classes, modality)
+    k = min(k, len(label_set))
+    names = label_set.names
+    if temperature is not None:
+        temperature.check(bundle.model_id, label_set.name)
+    classifier = build_classifier(bundle.model, bundle.tokenizer, label_set, modality)
     scale = bundle.model.logit_scale.exp().item()
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(out_csv.name + ".tmp")
+    partial = partial_path(out_csv)
     header = ["image", *[f"{c}{i + 1}" for i in range(k) for c in ("label", "prob")]]
-    counts = {"labelled": 0, "failed": 0}
-    with tmp.open("w", newline="") as f:
+    header += ["model_id", "abstained", "error"]
+    counts = {"labelled": 0, "failed": 0, "abstained": 0, "resumed": 0}
+    if partial.exists():
+        _truncate_torn_row(partial)
+        done = _done_images(partial, header)
+        counts["resumed"] = len(done)
+        paths = [p for p in paths if str(p) not in done]
+        logger.info("Resuming %s: %d image(s) done, %d to go", partial, len(done), len(paths))
+    with partial.open("a", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([*header, "model_id", "error"])
+        if counts["resumed"] == 0 and f.tell() == 0:
+            writer.writerow(header)
         for embeds, batch_paths, errors in iter_image_embeds(
             bundle, paths, batch_size=batch_size, num_workers=num_workers
         ):
-            rows = iter(_top_k_cells(embeds, classifier, scale, names, k))
+            probs = classify(embeds, classifier, scale) if len(embeds) else torch.empty(0, 1)
+            if temperature is not None and len(embeds):
+                probs = temperature.apply(probs)
+            cells = iter(_top_k_cells(probs, names, k) if len(embeds) else [])
+            top = iter(probs.max(dim=1).values.tolist() if len(embeds) else [])
             for path, error in zip(batch_paths, errors, strict=True):
                 if error:
                     logger.warning("Skipping %s: %s", path, error)
-                    writer.writerow([path, *[""] * (2 * k), bundle.model_id, error])
+                    writer.writerow([path, *[""] * (2 * k), bundle.model_id, "", error])
                     counts["failed"] += 1
-                else:
-                    writer.writerow([path, *next(rows), bundle.model_id, ""])
-                    counts["labelled"] += 1
-        f.flush()
+                    continue
+                abstained = next(top) < abstain_below
+                counts["abstained"] += abstained
+                row = [path, *next(cells), bundle.model_id, "yes" if abstained else "", ""]
+                writer.writerow(row)
+                counts["labelled"] += 1
+            f.flush()  # a kill loses at most the batch in flight
         os.fsync(f.fileno())
-    tmp.replace(out_csv)
+    partial.replace(out_csv)
     return counts

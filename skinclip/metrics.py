@@ -1,9 +1,8 @@
-"""Evaluation metrics shared by training-time validation and offline evaluation."""
+"""Retrieval metrics shared by training-time validation and offline evaluation."""
 
 from __future__ import annotations
 
 import torch
-from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.retrieval import RetrievalRecall
 
 
@@ -36,15 +35,3 @@ def retrieval_recall(
         recall = RetrievalRecall(top_k=k)
         results[f"text_to_image_R@{k}"] = float(recall(scores.T, target, indexes=query_ids))
     return results
-
-
-def balanced_accuracy(probs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Mean per-class recall over the classes that occur in ``targets``.
-
-    Classes absent from ``targets`` are left out of the mean rather than counted as zero, so the
-    score of a small slice is not dragged down by classes it never contained.
-    """
-    num_classes = probs.shape[1]
-    per_class = MulticlassAccuracy(num_classes=num_classes, average=None)(probs, targets)
-    present = torch.bincount(targets, minlength=num_classes) > 0
-    return float(per_class[present].mean())

@@ -8,10 +8,12 @@ a dermoscopic close-up and a clinical photograph are described differently.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from skinclip.labels import LabelSet
 
 logger = logging.getLogger(__name__)
 
@@ -60,29 +62,27 @@ def templates_for(modality: str | None) -> tuple[str, ...]:
 def build_classifier(
     model: torch.nn.Module,
     tokenizer,
-    classes: Mapping[str, Sequence[str]],
+    label_set: LabelSet,
     modality: str | None = None,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """Embed every class as the mean of its synonyms x templates.
+    """Embed every class as the mean of its prompts (synonyms x templates, and descriptions).
 
     Args:
         model: An open_clip model.
         tokenizer: Its tokenizer.
-        classes: Class name -> synonyms (the name itself is used when the list is empty).
-        modality: Chooses the templates; see :data:`TEMPLATES`.
+        label_set: The classes, see :class:`skinclip.labels.LabelSet`.
+        modality: Chooses the templates (see :data:`TEMPLATES`); ``None`` falls back to the
+            label set's own modality, then to modality-free templates.
         device: Device for the text tower.
 
     Returns:
         Classifier weights of shape (D, C), each column L2-normalised.
     """
-    if not classes:
-        raise ValueError("No classes given: pass at least two class names.")
-    templates = templates_for(modality)
+    templates = templates_for(modality or label_set.modality)
     columns = []
-    for name, synonyms in classes.items():
-        phrases = list(synonyms) or [name]
-        prompts = [t.format(p) for p in phrases for t in templates]
+    for label_class in label_set.classes:
+        prompts = label_class.prompts(templates)
         text_embeds = model.encode_text(tokenizer(prompts).to(device), normalize=True)  # (P, D)
         columns.append(F.normalize(text_embeds.mean(dim=0), dim=-1))
     return torch.stack(columns, dim=1)  # (D, C)
@@ -116,7 +116,7 @@ def classify_by_modality(
     tokenizer,
     image_embeds: torch.Tensor,
     modalities: Sequence[str | None],
-    classes: Mapping[str, Sequence[str]],
+    label_set: LabelSet,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Classify each image with the templates of its own modality.
@@ -127,9 +127,9 @@ def classify_by_modality(
     if len(modalities) != image_embeds.shape[0]:
         raise ValueError(f"Got {len(modalities)} modalities for {image_embeds.shape[0]} images.")
     scale = model.logit_scale.exp().item()
-    probs = torch.empty(image_embeds.shape[0], len(classes))
+    probs = torch.empty(image_embeds.shape[0], len(label_set))
     for modality in sorted(set(modalities), key=str):
         rows = torch.tensor([i for i, m in enumerate(modalities) if m == modality])
-        classifier = build_classifier(model, tokenizer, classes, modality, device).cpu()
+        classifier = build_classifier(model, tokenizer, label_set, modality, device).cpu()
         probs[rows] = classify(image_embeds[rows].cpu(), classifier, scale)
     return probs

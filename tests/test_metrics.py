@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from skinclip.metrics import balanced_accuracy, retrieval_recall
+from skinclip.eval.classification import balanced_accuracy
+from skinclip.metrics import retrieval_recall
 
 
 def test_retrieval_recall_hand_computed():

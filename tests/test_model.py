@@ -94,3 +94,13 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(default_bundle, tmp
 def test_missing_checkpoint_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         create_skinclip(DEFAULT_MODEL, str(tmp_path / "missing.ckpt"))
+
+
+def test_fresh_model_is_the_same_in_every_build_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = create_skinclip(image_size=64).model.text.proj.weight
+    assert torch.equal(torch.rand(1), expected_next)
+    second = create_skinclip(image_size=64).model.text.proj.weight
+    assert torch.equal(first, second)

@@ -55,7 +55,9 @@ def test_bad_queries_are_clear_errors(tiny_bundle, tiny_shards, tmp_path):
 
 def test_index_refuses_another_model(tiny_bundle, tiny_shards, tmp_path):
     build_case_index(tiny_bundle, tiny_shards, ("train",), num_workers=0).save(tmp_path / "ix")
-    other = create_skinclip(image_size=32, pretrained_towers=False)  # new random weights
+    other = create_skinclip(image_size=32, pretrained_towers=False)
+    with torch.no_grad():
+        other.model.text.proj.weight.add_(0.01)  # the same architecture, other weights
     with pytest.raises(ValueError, match="checksum"):
         load_case_index(tmp_path / "ix", other)
 

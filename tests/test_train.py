@@ -127,3 +127,19 @@ def test_balancing_repeats_rare_groups(tiny_shards):
     # The tiny training split has 4 groups of equal size: nothing to repeat.
     assert set(balanced.repeat_factors().values()) == {1.0}
     assert balanced.split_size("train") == plain.split_size("train") == 16
+
+
+def test_trimmed_padding_embeds_exactly_like_full_context():
+    from skinclip.model.towers import create_skinclip
+    from skinclip.train.datamodule import trim_padding
+
+    bundle = create_skinclip(image_size=64)
+    tokens = bundle.tokenizer(["nevus.", "a dermoscopic image of a Clark nevus on the back."])
+    trimmed = trim_padding(tokens)
+    longest = int((tokens != 0).sum(dim=1).max())
+    assert tokens.shape[1] == 77 and trimmed.shape[1] == longest
+    with torch.no_grad():
+        full = bundle.model.encode_text(tokens)
+        short = bundle.model.encode_text(trimmed)
+    assert torch.allclose(full, short, atol=1e-5)
+    assert torch.equal(trim_padding(torch.zeros(2, 5, dtype=torch.long)), torch.zeros(2, 5))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skinclip.labeling import parse_labels
+from skinclip.labels import LabelSet
 from skinclip.zeroshot import build_classifier, classify, templates_for
 
 # Each class word maps to one axis; prompts are embedded by the class word they contain.
@@ -36,7 +36,7 @@ class _Prompts(list):
 
 
 def test_classifier_averages_synonyms_and_predicts_known_answer():
-    classes = {"melanoma": ["melanoma"], "nevus": ["nevus", "mole"]}
+    classes = LabelSet.from_mapping("t", {"melanoma": ["melanoma"], "nevus": ["nevus", "mole"]})
     weights = build_classifier(AxisModel(), identity_tokenizer, classes, "dermoscopic")
 
     assert weights.shape == (4, 2)
@@ -63,22 +63,3 @@ def test_templates_are_per_modality_and_unknown_modality_lists_choices():
     assert all("{}" in t for t in templates_for("pathology"))
     with pytest.raises(ValueError, match="dermoscopic, clinical, pathology"):
         templates_for("xray")
-
-
-def test_parse_labels_forms(tmp_path):
-    assert list(parse_labels("atlas4")) == [
-        "melanoma",
-        "nevus",
-        "seborrheic keratosis",
-        "basal cell carcinoma",
-    ]
-    assert parse_labels("a, b") == {"a": [], "b": []}
-    yaml_file = tmp_path / "classes.yaml"
-    yaml_file.write_text("nevus: [melanocytic nevus, mole]\nmelanoma:\n")
-    assert parse_labels(str(yaml_file)) == {"nevus": ["melanocytic nevus", "mole"], "melanoma": []}
-    with pytest.raises(ValueError, match="at least two"):
-        parse_labels("only")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("- a\n- b\n")
-    with pytest.raises(ValueError, match="synonyms"):
-        parse_labels(str(bad))

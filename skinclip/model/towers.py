@@ -132,6 +132,10 @@ def load_efficientnet_lite0(trunk: torch.nn.Module) -> int:
     return len(mapped)
 
 
+# Seed for the randomly initialised parts of a freshly built model.
+INIT_SEED = 0
+
+
 def create_skinclip(
     model_name: str | None = None,
     pretrained: str | None = None,
@@ -182,7 +186,14 @@ def create_skinclip(
         kwargs["pretrained_text"] = pretrained_towers and pretrained is None
 
     try:
-        with _quiet_random_init(lightning_ckpt or (ours and pretrained_towers)):
+        # New layers (our projections) are drawn from a fixed seed, so an untrained model is
+        # the same model in every process and its baseline figures are reproducible. The
+        # caller's random state is restored afterwards.
+        with (
+            torch.random.fork_rng(devices=[]),
+            _quiet_random_init(lightning_ckpt or (ours and pretrained_towers)),
+        ):
+            torch.manual_seed(INIT_SEED)
             model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
                 model_name, pretrained=open_clip_pretrained, device=device, **kwargs
             )

@@ -67,6 +67,8 @@ class ShardDataModule(L.LightningDataModule):
         self.manifest = read_manifest(self.shards)
         register_model_configs()
         self.tokenizer = open_clip.get_tokenizer(model_name)
+        # Hugging Face tokenizers name their pad id; open_clip's own pads with 0.
+        self.pad_id = getattr(getattr(self.tokenizer, "tokenizer", None), "pad_token_id", 0) or 0
         self._repeat_factors: dict[str, float] | None = None
 
     def repeat_factors(self) -> dict[str, float]:
@@ -149,8 +151,19 @@ class ShardDataModule(L.LightningDataModule):
 
     def _add_tokens(self, batch: dict) -> dict:
         # Tokenising here runs in the loader workers instead of the training process.
-        batch["tokens"] = self.tokenizer(batch["captions"])  # (B, L)
+        batch["tokens"] = trim_padding(self.tokenizer(batch["captions"]), self.pad_id)  # (B, L)
         return batch
+
+
+def trim_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Drop the padding columns that every row of a token batch shares.
+
+    open_clip pads every caption to the context length (77), about twice the longest atlas
+    caption. The Hugging Face text tower masks padding and pools over real tokens only, so
+    the trimmed batch embeds the same, and the text tower does about half the work.
+    """
+    used = (tokens != pad_id).any(dim=0).nonzero()
+    return tokens if used.numel() == 0 else tokens[:, : int(used.max()) + 1]
 
 
 def _collate(samples: list[tuple]) -> dict:

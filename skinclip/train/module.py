@@ -10,8 +10,9 @@ import lightning as L
 import torch
 from open_clip.loss import ClipLoss
 
+from skinclip.eval.classification import balanced_accuracy
 from skinclip.labels import get_label_set
-from skinclip.metrics import balanced_accuracy, retrieval_recall
+from skinclip.metrics import retrieval_recall
 from skinclip.model.towers import (
     DEFAULT_MODEL,
     as_model_input,

@@ -1,0 +1,1 @@
+"""Benchmark evaluation: inputs, metrics, calibration, probe, concepts and reports."""

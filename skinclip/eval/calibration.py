@@ -1,0 +1,127 @@
+"""Temperature scaling: one scalar that makes zero-shot probabilities mean what they say.
+
+A CLIP model's logit scale is learnt for contrastive training, not for calibrated class
+probabilities. Dividing the logits by a temperature fitted on a labelled calibration split
+keeps every prediction (the argmax does not move) and fixes over- or under-confidence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from skinclip.data.shards import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Temperature:
+    """A fitted temperature and what it was fitted for.
+
+    Attributes:
+        temperature: Logits are divided by this (>1 softens, <1 sharpens).
+        model_id: The model whose zero-shot logits it was fitted on.
+        label_set: The label set (classes and prompts) it was fitted with.
+        split: The calibration split's name; never the test split.
+        n: Images it was fitted on.
+        nll_before: Mean negative log-likelihood on the calibration split at temperature 1.
+        nll_after: The same at the fitted temperature.
+    """
+
+    temperature: float
+    model_id: str
+    label_set: str
+    split: str
+    n: int
+    nll_before: float
+    nll_after: float
+
+    def apply(self, probs: torch.Tensor) -> torch.Tensor:
+        return rescale(probs, self.temperature)
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(Path(path), asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> Temperature:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Calibration file not found: {path}. Fit one with 'skinclip evaluate "
+                "--calibration-split val' (it is saved as temperature.json)."
+            )
+        try:
+            return cls(**json.loads(path.read_text("utf-8")))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{path} is not a SkinCLIP calibration file: {err}") from None
+
+    def check(self, model_id: str, label_set: str) -> None:
+        """Refuse a temperature fitted for another model or label set."""
+        if (self.model_id, self.label_set) != (model_id, label_set):
+            raise ValueError(
+                f"The calibration was fitted for model {self.model_id!r} with label set "
+                f"{self.label_set!r}, not {model_id!r} with {label_set!r}; fit it again for "
+                "this model and label set."
+            )
+
+
+def rescale(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Probabilities with their logits divided by ``temperature``.
+
+    ``log(probs)`` equals the logits up to a per-row constant, which softmax ignores, so the
+    probabilities are all that is needed.
+    """
+    return F.softmax(torch.log(probs.clamp_min(1e-12)) / temperature, dim=1)
+
+
+def _nll(log_probs: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(log_probs / temperature, targets)
+
+
+def fit_temperature(
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    model_id: str,
+    label_set: str,
+    split: str,
+) -> Temperature:
+    """Fit the temperature that minimises the negative log-likelihood of ``targets``.
+
+    Raises:
+        ValueError: On an empty calibration set or one named ``test``.
+    """
+    if split == "test":
+        raise ValueError("Refusing to fit the calibration on the test split; use val.")
+    if len(targets) == 0:
+        raise ValueError(f"The calibration split {split!r} has no labelled images.")
+    log_probs = torch.log(probs.double().clamp_min(1e-12))
+    # Optimise log T so the temperature stays positive.
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = _nll(log_probs, targets, log_t.exp())
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    temperature = float(log_t.detach().exp())
+    one = torch.ones(1, dtype=torch.float64)
+    fitted = Temperature(
+        temperature=temperature,
+        model_id=model_id,
+        label_set=label_set,
+        split=split,
+        n=len(targets),
+        nll_before=float(_nll(log_probs, targets, one)),
+        nll_after=float(_nll(log_probs, targets, one * temperature)),
+    )
+    logger.info("Fitted temperature %.3f on %d %s images", temperature, len(targets), split)
+    return fitted

@@ -1,0 +1,45 @@
+"""Temperature scaling: recovers a known temperature, keeps predictions, refuses misuse."""
+
+import pytest
+import torch
+
+from skinclip.eval.calibration import Temperature, fit_temperature, rescale
+
+
+def _sample(temperature: float, n: int = 4000, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 4, generator=gen) * 4
+    targets = torch.multinomial((logits / temperature).softmax(1), 1, generator=gen).squeeze(1)
+    return logits.softmax(1), targets
+
+
+def test_fit_recovers_the_temperature_that_generated_the_labels():
+    probs, targets = _sample(2.0)
+    fitted = fit_temperature(probs, targets, "m", "atlas4", "val")
+    assert fitted.temperature == pytest.approx(2.0, rel=0.1)
+    assert fitted.nll_after < fitted.nll_before
+    assert torch.equal(fitted.apply(probs).argmax(1), probs.argmax(1))
+
+
+def test_rescale_by_hand():
+    probs = torch.tensor([[0.8, 0.2]])
+    # logits log .8, log .2 halved -> odds sqrt(4) = 2 -> 2/3.
+    assert rescale(probs, 2.0)[0, 0].item() == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_refuses_test_split_and_other_models(tmp_path):
+    probs, targets = _sample(1.0, n=50)
+    with pytest.raises(ValueError, match="test split"):
+        fit_temperature(probs, targets, "m", "atlas4", "test")
+    fitted = fit_temperature(probs, targets, "m", "atlas4", "val")
+    path = tmp_path / "t.json"
+    fitted.save(path)
+    loaded = Temperature.load(path)
+    assert loaded == fitted
+    with pytest.raises(ValueError, match="fitted for model 'm'"):
+        loaded.check("other", "atlas4")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a SkinCLIP calibration file"):
+        Temperature.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="skinclip evaluate"):
+        Temperature.load(tmp_path / "none.json")

@@ -1,0 +1,154 @@
+"""`skinclip evaluate` and `skinclip zeroshot` end to end on generated benchmark files."""
+
+import csv
+import json
+import logging
+
+import pytest
+from PIL import Image
+
+from skinclip.cli import main
+from skinclip.eval.run import temperature_beside
+from skinclip.labeling import partial_path
+
+FAST = ["--image-size", "64", "--workers", "0"]
+COLOURS = {"Nevus": (150, 100, 60), "Melanoma": (40, 30, 30), "Dermatofibroma": (200, 150, 140)}
+
+
+def _mmskin_csv(tmp_path, name: str, per_class: int) -> str:
+    """An MM-Skin classification CSV over generated images, with a sex column."""
+    rows = ["image,atributes,categories,sex"]
+    for label, colour in COLOURS.items():
+        for i in range(per_class):
+            rel = f"HAM10000/{name}/{label}_{i}.jpg"
+            path = tmp_path / "images" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shade = tuple(min(255, c + 9 * i) for c in colour)
+            Image.new("RGB", (80, 64), shade).save(path)
+            rows.append(f"{rel},[],['{label}'],{'female' if i % 2 else 'male'}")
+    table = tmp_path / f"{name}.csv"
+    table.write_text("\n".join(rows) + "\n")
+    return str(table)
+
+
+def test_report_on_an_mmskin_csv(tmp_path):
+    test_csv = _mmskin_csv(tmp_path, "test", 4)
+    with open(test_csv, "a") as f:
+        f.write("HAM10000/test/missing.jpg,[],['Nevus'],male\n")
+        f.write("HAM10000/test/broken.jpg,[],['Melanoma'],male\n")
+    (tmp_path / "images" / "HAM10000" / "test" / "broken.jpg").write_text("not a jpeg")
+    out = tmp_path / "report"
+    code = main(
+        [
+            "evaluate",
+            test_csv,
+            "--labels",
+            "ham10000",
+            "--image-root",
+            str(tmp_path / "images"),
+            "--calibration",
+            _mmskin_csv(tmp_path, "val", 3),
+            "--probe-train",
+            _mmskin_csv(tmp_path, "train", 4),
+            "--subgroups",
+            "sex",
+            "--resamples",
+            "20",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    test = report["test"]
+    assert (test["rows"], test["evaluated"]) == (14, 12)
+    assert test["left_out"] == {"image file missing": 1, "unreadable image": 1}
+    assert report["classes"][:2] == ["Nevus", "Melanoma"]
+    zs = report["zeroshot"]
+    matrix = zs["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 12
+    # Accuracy agrees with the confusion matrix it was reported with.
+    trace = sum(matrix[i][i] for i in range(len(matrix)))
+    assert zs["accuracy"] == pytest.approx(trace / 12)
+    assert zs["top5_accuracy"] >= zs["accuracy"]
+    assert {k: v["n"] for k, v in zs["subgroups"]["sex"].items()} == {"female": 6, "male": 6}
+    assert report["calibration"]["split"] == "val.csv" and report["calibration"]["n"] == 9
+    assert report["zeroshot_calibrated"]["accuracy"] == zs["accuracy"]
+    assert report["probe"]["train"]["evaluated"] == 12
+    for png in ("confusion_zeroshot.png", "confusion_probe.png", "reliability.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "12 of 14 row(s) evaluated" in md and "image file missing: 1" in md
+    saved = json.loads((out / "temperature.json").read_text())
+    assert saved["label_set"] == "ham10000"
+
+
+def test_report_on_atlas_shards_and_split_misuse(tiny_shards, tmp_path, caplog):
+    out = tmp_path / "atlas"
+    assert main(["evaluate", str(tiny_shards), "--out", str(out), "--resamples", "0", *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["test"]["evaluated"] == 16  # 8 test cases x 2 images
+    assert report["calibration"]["split"] == "val"
+    assert report["probe"]["train"]["evaluated"] == 16
+    assert set(report["zeroshot"]["subgroups"]) == {"modality", "sex", "location"}
+    # The synthetic shards carry no seven-point annotations.
+    assert report["concepts"]["blue-whitish veil"]["auroc"] is None
+    with caplog.at_level(logging.ERROR):
+        args = ["evaluate", str(tiny_shards), "--out", str(out), "--calibration-split", "test"]
+        assert main(args) == 2
+    assert "cannot also calibrate" in caplog.text
+
+
+def _zeroshot(tmp_path, *extra):
+    return main(
+        [
+            "zeroshot",
+            str(tmp_path / "imgs"),
+            "--labels",
+            "melanoma,nevus",
+            "--out",
+            str(tmp_path / "labels.csv"),
+            *FAST,
+            *extra,
+        ]
+    )
+
+
+def test_zeroshot_resumes_a_killed_run_and_abstains(make_image, tmp_path, caplog, capsys):
+    for i in range(5):
+        make_image(f"imgs/{i}.jpg", size=(64, 48), color=(40 * i, 90, 60))
+    assert _zeroshot(tmp_path) == 0
+    out = tmp_path / "labels.csv"
+    full = out.read_text().splitlines()
+    assert len(full) == 6
+    # A kill after two rows, in the middle of writing the third.
+    out.unlink()
+    partial_path(out).write_text("\n".join(full[:3]) + "\n" + full[3][:10])
+    assert _zeroshot(tmp_path) == 0
+    assert "2 kept from the interrupted run" in capsys.readouterr().out
+    assert out.read_text().splitlines() == full
+    assert not partial_path(out).exists()
+
+    out.unlink()
+    assert _zeroshot(tmp_path, "--abstain-below", "1.0") == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["abstained"] for r in rows] == ["yes"] * 5
+    assert "coverage 0.0%" in capsys.readouterr().out
+
+    partial_path(out).write_text("image,label1\n")
+    with caplog.at_level(logging.ERROR):
+        assert _zeroshot(tmp_path) == 2
+    assert "partial run with other settings" in caplog.text
+
+
+def test_temperature_lives_with_a_local_model(tmp_path):
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"x")
+    assert (
+        temperature_beside(str(weights), "atlas4") == tmp_path / "model.pt.temperature.atlas4.json"
+    )
+    assert temperature_beside(f"local-dir:{tmp_path}", "ham10000") == (
+        tmp_path / "temperature.ham10000.json"
+    )
+    assert temperature_beside("laion2b_s34b_b79k", "atlas4") is None
