@@ -6,5 +6,6 @@ Imports only numpy, faiss and the standard library, so serving code needs no tor
 from index.hits import Hit
 from index.manifest import Manifest
 from index.store import CaseIndex
+from index.types import KINDS, IndexSpec, choose_spec
 
-__all__ = ["CaseIndex", "Hit", "Manifest"]
+__all__ = ["KINDS", "CaseIndex", "Hit", "IndexSpec", "Manifest", "choose_spec"]

@@ -1,15 +1,16 @@
-"""Per-image metadata rows of a case index: validation and the ``items.jsonl`` format.
+"""Per-image metadata rows of a case index: validation and the ``items.sqlite`` format.
 
 An item is one indexed image. It is a flat dict that always holds ``key`` (unique per image,
 the same key the shards use) and ``case_id`` (shared by every image of one case). Other fields
 (``caption``, ``diagnosis``, ``modality``, ``image_path``, ``source``, ``split``, ...) are kept
-as given, so they must be JSON-serialisable.
+as given, so they must be JSON-serialisable. On disk they live in ``items.sqlite``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 
@@ -66,34 +67,50 @@ def clean_items(items: Sequence[dict]) -> list[dict]:
 
 
 def write_items(items: Sequence[dict], path: Path) -> None:
-    """Write rows as JSON lines, one item per line, in index order."""
-    with open(path, "w", encoding="utf-8") as f:
-        for item in items:
-            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    """Write rows into a new SQLite file, one table row per item, in index order.
+
+    SQLite keeps the metadata queryable with any SQL tool (``key`` and ``case_id`` are
+    columns); ``data`` holds the full item as JSON.
+    """
+    con = sqlite3.connect(path)
+    try:
+        con.execute(
+            "CREATE TABLE items (row INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
+            "case_id TEXT NOT NULL, data TEXT NOT NULL)"
+        )
+        con.executemany(
+            "INSERT INTO items VALUES (?, ?, ?, ?)",
+            (
+                (row, item["key"], item["case_id"], json.dumps(item))
+                for row, item in enumerate(items)
+            ),
+        )
+        con.commit()
+    finally:
+        con.close()
 
 
 def read_items(path: Path) -> list[dict]:
-    """Read rows written by `write_items`.
+    """Read rows written by `write_items`, in row order.
 
     Raises:
-        ValueError: If a line is not a JSON object, naming the file and line number.
+        ValueError: If the file is not such a database or a row is not a JSON object.
     """
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT row, data FROM items ORDER BY row").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"{path} is not a readable index metadata database ({err}).") from err
     items = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}, line {line_no}, is not valid JSON ({err}). The index folder is "
-                    "corrupt; rebuild it with `skinclip index`."
-                ) from err
-            if not isinstance(item, dict):
-                raise ValueError(
-                    f"{path}, line {line_no}, is not a JSON object. The index folder is "
-                    "corrupt; rebuild it with `skinclip index`."
-                )
-            items.append(item)
+    for expected, (row, data) in enumerate(rows):
+        try:
+            item = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, row {row}, is not valid JSON ({err}).") from err
+        if row != expected or not isinstance(item, dict):
+            raise ValueError(f"{path}, row {row}, is out of order or not a JSON object.")
+        items.append(item)
     return items

@@ -10,7 +10,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: IVF/HNSW layouts, vectors.npy, items.sqlite.
+FORMAT_VERSION = 2
 
 
 def _utc_now() -> str:
@@ -26,10 +27,12 @@ class Manifest:
         model_checksum: Checksum of that model's weights, or None if unknown. Two fine-tunes
             can share a ``model_id``; the checksum tells them apart.
         embed_dim: Width D of every stored embedding.
-        index_type: Key of the FAISS index layout, e.g. ``"flat_ip"``.
+        index_type: Key of the FAISS index layout, e.g. ``"flat_ip"`` or ``"hnsw"``.
         metric: How scores are computed; ``"inner_product"`` (cosine on unit vectors).
         count: Number of indexed images.
         n_cases: Number of distinct cases among them.
+        index_params: The layout's parameters (:class:`index.types.IndexSpec`), with the note
+            on why it was chosen.
         created_at: UTC time of the build, ISO 8601.
         format_version: Version of the folder layout.
     """
@@ -41,6 +44,7 @@ class Manifest:
     metric: str
     count: int
     n_cases: int
+    index_params: dict
     created_at: str = field(default_factory=_utc_now)
     format_version: int = FORMAT_VERSION
 
@@ -65,6 +69,11 @@ class Manifest:
             raise ValueError(f"{path} must hold a JSON object. Rebuild with `skinclip index`.")
 
         version = data.get("format_version")
+        if version == 1:
+            raise ValueError(
+                f"{path} is an index of format 1 (before IVF/HNSW support). Rebuild it with "
+                "`skinclip index`."
+            )
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ValueError(
                 f"{path} has format_version {version!r}, but this code reads versions up to "

@@ -1,8 +1,11 @@
-"""The on-disk index folder: ``index.faiss``, ``items.jsonl`` and ``manifest.json``.
+"""The on-disk index folder: ``index.faiss``, ``vectors.npy``, ``items.sqlite`` and
+``manifest.json``.
 
 Reading checks the manifest against the caller's model before touching the vectors, and checks
-that the three files agree, so a stale or half-copied folder fails loudly instead of returning
-wrong neighbours.
+that the files agree, so a stale or half-copied folder fails loudly instead of returning wrong
+neighbours. The exact vectors are kept beside the FAISS index (memory-mapped on load): they
+serve filtered searches exactly when an approximate index finds too few matches, and let
+approximate layouts be rebuilt without re-encoding images.
 """
 
 from __future__ import annotations
@@ -20,34 +23,40 @@ from index.manifest import Manifest
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
-ITEMS_FILE = "items.jsonl"
+VECTORS_FILE = "vectors.npy"
+ITEMS_FILE = "items.sqlite"
 MANIFEST_FILE = "manifest.json"
+FILES = (MANIFEST_FILE, INDEX_FILE, VECTORS_FILE, ITEMS_FILE)
 REBUILD_HINT = "Rebuild it with `skinclip index`."
 
 
 def write_index_folder(
-    folder: Path, index: faiss.Index, items: list[dict], manifest: Manifest
+    folder: Path,
+    index: faiss.Index,
+    vectors: np.ndarray,
+    items: list[dict],
+    manifest: Manifest,
 ) -> None:
-    """Write the three files into a temporary sibling folder, then swap it in for ``folder``."""
+    """Write the files into a temporary sibling folder, then swap it in for ``folder``."""
     with replace_folder(folder, marker=MANIFEST_FILE) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
+        np.save(tmp / VECTORS_FILE, np.asarray(vectors, dtype=np.float32))
         write_items(items, tmp / ITEMS_FILE)
         (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
-        for name in (INDEX_FILE, ITEMS_FILE, MANIFEST_FILE):
+        for name in FILES:
             fsync_file(tmp / name)
 
 
 def read_index_folder(
     folder: Path,
-    known_index_types: list[str],
     model_id: str | None = None,
     dim: int | None = None,
     model_checksum: str | None = None,
-) -> tuple[faiss.Index, list[dict], Manifest]:
+) -> tuple[faiss.Index, np.ndarray, list[dict], Manifest]:
     """Read and cross-check an index folder; see `CaseIndex.load` for the arguments."""
     if not folder.is_dir():
         raise FileNotFoundError(f"No case index at {folder}. Build one with `skinclip index`.")
-    for name in (MANIFEST_FILE, INDEX_FILE, ITEMS_FILE):
+    for name in FILES:
         if not (folder / name).is_file():
             raise FileNotFoundError(
                 f"{folder / name} is missing, so {folder} is not a complete index. " + REBUILD_HINT
@@ -56,22 +65,20 @@ def read_index_folder(
     # Check the model before reading the (possibly large) vectors.
     manifest = Manifest.read(folder / MANIFEST_FILE)
     check_model(manifest, folder, model_id, dim, model_checksum)
-    if manifest.index_type not in known_index_types:
-        raise ValueError(
-            f"{folder / MANIFEST_FILE} has index_type {manifest.index_type!r}; this code "
-            f"reads {sorted(known_index_types)}. Upgrade skinclip or rebuild the index."
-        )
-
     try:
         index = faiss.read_index(str(folder / INDEX_FILE))
     except RuntimeError as err:
         raise ValueError(f"{folder / INDEX_FILE} is unreadable ({err}). {REBUILD_HINT}") from err
     try:
+        vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{folder / VECTORS_FILE} is unreadable ({err}). {REBUILD_HINT}") from err
+    try:
         items = clean_items(read_items(folder / ITEMS_FILE))
     except ValueError as err:
-        raise ValueError(f"{folder / ITEMS_FILE}: {err} {REBUILD_HINT}") from err
-    check_consistent(folder, manifest, index, items)
-    return index, items, manifest
+        raise ValueError(f"{err} {REBUILD_HINT}") from err
+    check_consistent(folder, manifest, index, vectors, items)
+    return index, vectors, items, manifest
 
 
 def check_model(
@@ -103,11 +110,16 @@ def check_model(
 
 
 def check_consistent(
-    folder: Path, manifest: Manifest, index: faiss.Index, items: list[dict]
+    folder: Path,
+    manifest: Manifest,
+    index: faiss.Index,
+    vectors: np.ndarray,
+    items: list[dict],
 ) -> None:
     """Raise if the vectors, the item rows and the manifest disagree."""
     counts = {
         INDEX_FILE: index.ntotal,
+        VECTORS_FILE: len(vectors),
         ITEMS_FILE: len(items),
         f"{MANIFEST_FILE} count": manifest.count,
     }
@@ -119,15 +131,9 @@ def check_consistent(
             f"Index at {folder} is corrupt: {ITEMS_FILE} has {n_cases} cases but "
             f"{MANIFEST_FILE} says {manifest.n_cases}. {REBUILD_HINT}"
         )
-    if index.d != manifest.embed_dim:
-        raise ValueError(
-            f"Index at {folder} is corrupt: {INDEX_FILE} has dim {index.d} but {MANIFEST_FILE} "
-            f"says {manifest.embed_dim}. {REBUILD_HINT}"
-        )
-    if hasattr(index, "id_map"):
-        ids = faiss.vector_to_array(index.id_map)
-        if not np.array_equal(ids, np.arange(len(items))):
+    for name, width in ((INDEX_FILE, index.d), (VECTORS_FILE, vectors.shape[1])):
+        if width != manifest.embed_dim:
             raise ValueError(
-                f"Index at {folder} is corrupt: {INDEX_FILE} ids are not rows 0..{len(items) - 1}"
-                f" of {ITEMS_FILE}. {REBUILD_HINT}"
+                f"Index at {folder} is corrupt: {name} has dim {width} but {MANIFEST_FILE} "
+                f"says {manifest.embed_dim}. {REBUILD_HINT}"
             )

@@ -183,17 +183,65 @@ def _zeroshot_temperature(args: argparse.Namespace, label_set: str):
     return Temperature.load(beside)
 
 
-def cmd_index(args: argparse.Namespace) -> None:
-    from skinclip.retrieval import build_case_index
+def cmd_concepts(args: argparse.Namespace) -> None:
+    from skinclip.labeling import list_images, write_concept_scores
 
-    index = build_case_index(
-        _load_bundle(args),
-        Path(args.shards),
-        tuple(dict.fromkeys(args.splits)),  # a split named twice is indexed once
-        num_workers=args.workers,
+    out = output_file(args.out)
+    paths = list_images(Path(args.input), Path(args.image_root) if args.image_root else None)
+    if not paths:
+        raise ValueError(f"No images found in {args.input}.")
+    counts = write_concept_scores(
+        _load_bundle(args), paths, out, modality=args.modality, num_workers=args.workers
     )
-    index.save(Path(args.out))
-    print(f"Indexed {len(index)} image(s) of {index.n_cases} case(s) -> {args.out}")
+    print(f"Scored {counts['scored']} image(s), {counts['failed']} unreadable -> {args.out}")
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from skinclip.retrieval import add_to_index, build_case_index, load_case_index
+
+    splits = tuple(dict.fromkeys(args.splits)) if getattr(args, "splits", None) else ()
+    if args.action == "build":
+        budget = args.memory_budget_mb * 2**20 if args.memory_budget_mb else None
+        index = build_case_index(
+            _load_bundle(args),
+            Path(args.shards),
+            splits,  # a split named twice is indexed once
+            content=args.content,
+            index_type=args.type,
+            memory_budget=budget,
+            target_recall=args.target_recall,
+            num_workers=args.workers,
+        )
+        index.save(output_dir(args.out))
+        note = index.spec.note
+        print(
+            f"Indexed {len(index)} {args.content} of {index.n_cases} case(s) as "
+            f"{index.spec.kind}{f' ({note})' if note else ''} -> {args.out}"
+        )
+        return
+    bundle = _load_bundle(args)
+    index = load_case_index(Path(args.index), bundle)
+    if args.action == "add":
+        counts = add_to_index(
+            index, bundle, Path(args.shards), splits, replace=args.replace, num_workers=args.workers
+        )
+        message = f"Added {counts['added']} case(s), replaced {counts['replaced']}"
+    else:
+        removed = index.remove(args.case_id)
+        message = f"Removed {len(args.case_id)} case(s) ({removed} item(s))"
+    index.save(Path(args.index))
+    print(f"{message}; the index now holds {len(index)} item(s) of {index.n_cases} case(s).")
+
+
+def parse_where(pairs: list[str]) -> dict[str, list[str]]:
+    """``field=value`` pairs into a filter; a field given twice matches either value."""
+    where: dict[str, list[str]] = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--where takes FIELD=VALUE, e.g. modality=dermoscopic; got {pair!r}.")
+        where.setdefault(field.strip(), []).append(value.strip())
+    return where
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -201,16 +249,35 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     bundle = _load_bundle(args)
     index = load_case_index(Path(args.index), bundle)
+    options = {
+        "unit": args.unit,
+        "where": parse_where(args.where),
+        "nprobe": args.nprobe,
+        "ef_search": args.ef_search,
+    }
     if args.image:
-        hits = search_image(index, bundle, Path(args.image), args.k)
+        hits = search_image(index, bundle, Path(args.image), args.k, **options)
+    elif args.text:
+        hits = search_text(index, bundle, args.text, args.k, **options)
     else:
-        hits = search_text(index, bundle, args.text, args.k)
+        hits = index.search_by_case(args.case, args.k, **options)
+    if not hits and options["where"]:
+        logger.warning("No item matches --where %s.", " ".join(args.where))
     for hit in hits:
         item = hit.item
         print(
             f"{hit.rank:>2}. {hit.score:.3f}  {hit.case_id}  {item.get('diagnosis')} "
             f"[{item.get('modality')}]  {item.get('caption')}"
         )
+
+
+def cmd_retrieval_report(args: argparse.Namespace) -> None:
+    from skinclip.retrieval_report import retrieval_report, write_retrieval_report
+
+    out = output_dir(args.out)
+    report = retrieval_report(_load_bundle(args), Path(args.shards), num_workers=args.workers)
+    write_retrieval_report(report, out)
+    print(json.dumps(report, indent=2))
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -311,18 +378,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
 
-    p = sub.add_parser("index", help="build a FAISS case index from shards")
-    p.add_argument("--shards", required=True)
-    p.add_argument("--out", required=True, help="index folder")
-    p.add_argument("--splits", nargs="+", default=["train"], choices=["train", "val", "test"])
+    p = sub.add_parser("concepts", help="score images for dermoscopic and clinical concepts")
+    p.add_argument("input", help="image folder (recursive) or CSV with an 'image' column")
+    p.add_argument("--out", required=True, help="output CSV, one column per concept")
+    p.add_argument(
+        "--modality",
+        default=None,
+        choices=["clinical", "dermoscopic"],
+        help="only the concepts read on this kind of image (default: all)",
+    )
+    p.add_argument("--image-root", default=None)
     _add_model_args(p)
 
-    p = sub.add_parser("search", help="find similar cases for an image or a text")
-    p.add_argument("--index", required=True, help="index folder from `skinclip index`")
+    p = sub.add_parser("index", help="build, extend or prune a FAISS case index")
+    actions = p.add_subparsers(dest="action", required=True)
+    b = actions.add_parser("build", help="index shard splits")
+    b.add_argument("--shards", required=True)
+    b.add_argument("--out", required=True, help="index folder")
+    b.add_argument("--splits", nargs="+", default=["train"], choices=["train", "val", "test"])
+    b.add_argument(
+        "--content",
+        default="images",
+        choices=["images", "captions"],
+        help="index image embeddings (image/text -> case) or caption embeddings (image -> caption)",
+    )
+    b.add_argument(
+        "--type",
+        default="flat_ip",
+        choices=["auto", "flat_ip", "ivf_flat", "ivf_pq", "hnsw"],
+        help="FAISS layout; 'auto' picks one from the size, memory budget and recall target",
+    )
+    b.add_argument("--memory-budget-mb", type=positive_int, default=None)
+    b.add_argument("--target-recall", type=float, default=0.95)
+    _add_model_args(b)
+    a = actions.add_parser("add", help="append the cases of shard splits without a rebuild")
+    a.add_argument("--index", required=True)
+    a.add_argument("--shards", required=True)
+    a.add_argument("--splits", nargs="+", default=["val"], choices=["train", "val", "test"])
+    a.add_argument("--replace", action="store_true", help="swap cases that are already indexed")
+    _add_model_args(a)
+    r = actions.add_parser("remove", help="drop cases by id")
+    r.add_argument("--index", required=True)
+    r.add_argument("--case-id", nargs="+", required=True)
+    _add_model_args(r)
+
+    p = sub.add_parser("search", help="find similar cases for an image, a text or a case")
+    p.add_argument("--index", required=True, help="index folder from `skinclip index build`")
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--image")
     query.add_argument("--text")
+    query.add_argument("--case", help="a case id in the index")
     p.add_argument("--k", type=positive_int, default=5)
+    p.add_argument("--unit", default="case", choices=["case", "item"])
+    p.add_argument(
+        "--where", nargs="*", default=[], help="filters FIELD=VALUE, e.g. modality=dermoscopic"
+    )
+    p.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists to visit")
+    p.add_argument("--ef-search", type=positive_int, default=None, help="HNSW beam width")
+    _add_model_args(p)
+
+    p = sub.add_parser(
+        "retrieval-report", help="retrieval quality on the atlas test split (precision, recall)"
+    )
+    p.add_argument("shards", help="atlas shard folder")
+    p.add_argument("--out", required=True, help="folder for retrieval.json")
     _add_model_args(p)
 
     p = sub.add_parser("quickstart", help="shards -> training -> evaluation -> index on the atlas")
@@ -342,8 +461,10 @@ COMMANDS = {
     "shards": cmd_shards,
     "evaluate": cmd_evaluate,
     "zeroshot": cmd_zeroshot,
+    "concepts": cmd_concepts,
     "index": cmd_index,
     "search": cmd_search,
+    "retrieval-report": cmd_retrieval_report,
     "quickstart": cmd_quickstart,
 }
 
@@ -360,6 +481,12 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("%s", err)
             return 2
         return 0
+    if (
+        argv[:1] == ["index"]
+        and argv[1:2]
+        and argv[1] not in ("build", "add", "remove", "-h", "--help")
+    ):
+        argv = ["index", "build", *argv[1:]]  # `skinclip index --shards ...` builds
     args = parser.parse_args(argv)
     # Our own progress at INFO; the libraries' chatter (open_clip logs every loading step at
     # INFO on the root logger, faiss each CPU build it probes) only with --verbose.

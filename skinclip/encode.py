@@ -1,4 +1,9 @@
-"""Turn shards and image files into embeddings with a loaded model."""
+"""Turn shards and image files into embeddings with a loaded model.
+
+Images are decoded at full size here, unlike in training: a reduced-size JPEG decode is faster
+but shifts pixels slightly, and evaluation and labeling must give exactly the predictions of
+the model's own open_clip preprocessing.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from tqdm import tqdm
 
 from skinclip.data.images import decode_image
 from skinclip.data.shards import split_urls
-from skinclip.model.towers import SkinCLIPBundle, as_model_input, image_size_of
+from skinclip.model.towers import SkinCLIPBundle, as_model_input
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +54,13 @@ def encode_split(
     limit: int | None = None,
 ) -> EncodedSplit:
     """Encode the images and canonical captions of one split of a shard folder."""
-    preprocess, min_side = bundle.preprocess_val, image_size_of(bundle.model)
+    preprocess = bundle.preprocess_val
 
     def to_sample(sample: dict) -> tuple:
         meta = json.loads(sample["json"])
         meta["key"] = sample["__key__"]
         caption = sample["txt"].decode("utf-8")
-        return preprocess(decode_image(sample["jpg"], min_side)), caption, meta
+        return preprocess(decode_image(sample["jpg"])), caption, meta
 
     dataset = wds.WebDataset(
         split_urls(shards, split),
@@ -105,10 +110,9 @@ def encode_texts(
 class ImageFiles(Dataset):
     """Image files for a DataLoader; unreadable files become error entries, not crashes."""
 
-    def __init__(self, paths: Sequence[Path], preprocess, min_side: int):
+    def __init__(self, paths: Sequence[Path], preprocess):
         self.paths = [Path(p) for p in paths]
         self.preprocess = preprocess
-        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -116,7 +120,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> tuple:
         path = self.paths[i]
         try:
-            image = decode_image(path.read_bytes(), self.min_side)
+            image = decode_image(path.read_bytes())
             return self.preprocess(image), str(path), ""
         except FileNotFoundError:
             return None, str(path), "file not found"
@@ -147,7 +151,7 @@ def iter_image_embeds(
     readable file, else the reason it could not be read. ``image_embeds`` holds one
     normalised row per readable file, in the same order.
     """
-    dataset = ImageFiles(paths, bundle.preprocess_val, image_size_of(bundle.model))
+    dataset = ImageFiles(paths, bundle.preprocess_val)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_files
     )

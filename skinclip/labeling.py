@@ -14,6 +14,7 @@ from skinclip.data.records import read_text
 from skinclip.data.sources import IMAGE_SUFFIXES
 from skinclip.encode import iter_image_embeds
 from skinclip.eval.calibration import Temperature
+from skinclip.eval.concepts import CONCEPTS, concept_scores
 from skinclip.labels import LabelSet
 from skinclip.model.towers import SkinCLIPBundle
 from skinclip.zeroshot import build_classifier, classify
@@ -141,4 +142,47 @@ def label_images(
             f.flush()  # a kill loses at most the batch in flight
         os.fsync(f.fileno())
     partial.replace(out_csv)
+    return counts
+
+
+def write_concept_scores(
+    bundle: SkinCLIPBundle,
+    paths: list[Path],
+    out_csv: Path,
+    modality: str | None = None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+) -> dict:
+    """Write one CSV row per image with a score column per concept (see
+    :mod:`skinclip.eval.concepts`); ``modality`` keeps only the concepts read on that kind of
+    image. Unreadable images get an error row. Written under a temporary name, then renamed.
+
+    Returns:
+        Counts of scored and failed images.
+    """
+    concepts = [c for c in CONCEPTS if modality is None or c.modality == modality]
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_csv.with_name(out_csv.name + ".tmp")
+    counts = {"scored": 0, "failed": 0}
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", *(c.name for c in concepts), "model_id", "error"])
+        for embeds, batch_paths, errors in iter_image_embeds(
+            bundle, paths, batch_size=batch_size, num_workers=num_workers
+        ):
+            scores = iter(
+                concept_scores(bundle.model, bundle.tokenizer, embeds, concepts).tolist()
+                if len(embeds)
+                else []
+            )
+            for path, error in zip(batch_paths, errors, strict=True):
+                if error:
+                    writer.writerow([path, *[""] * len(concepts), bundle.model_id, error])
+                    counts["failed"] += 1
+                else:
+                    row = [f"{v:.4f}" for v in next(scores)]
+                    writer.writerow([path, *row, bundle.model_id, ""])
+                    counts["scored"] += 1
+    tmp.replace(out_csv)
     return counts

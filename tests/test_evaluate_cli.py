@@ -152,3 +152,15 @@ def test_temperature_lives_with_a_local_model(tmp_path):
         tmp_path / "temperature.ham10000.json"
     )
     assert temperature_beside("laion2b_s34b_b79k", "atlas4") is None
+
+
+def test_concepts_command_scores_every_image(make_image, tmp_path):
+    make_image("imgs/a.jpg", size=(64, 48))
+    (tmp_path / "imgs" / "b.jpg").write_text("broken")
+    out = tmp_path / "concepts.csv"
+    args = ["concepts", str(tmp_path / "imgs"), "--out", str(out), "--modality", "dermoscopic"]
+    assert main([*args, *FAST]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert "blue-whitish veil" in rows[0] and "erythema" not in rows[0]
+    assert 0 < float(rows[0]["blue-whitish veil"]) < 1 and rows[0]["error"] == ""
+    assert rows[1]["blue-whitish veil"] == "" and "unreadable" in rows[1]["error"]

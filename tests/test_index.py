@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -184,8 +185,9 @@ def test_save_load_round_trip(corpus, queries, tmp_path):
 
     assert sorted(p.name for p in folder.iterdir()) == [
         "index.faiss",
-        "items.jsonl",
+        "items.sqlite",
         "manifest.json",
+        "vectors.npy",
     ]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["model_id"] == MODEL
@@ -195,7 +197,8 @@ def test_save_load_round_trip(corpus, queries, tmp_path):
     assert manifest["metric"] == "inner_product"
     assert manifest["count"] == len(items)
     assert manifest["n_cases"] == idx.n_cases
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
+    assert manifest["index_params"]["kind"] == "flat_ip"
 
     loaded = CaseIndex.load(folder, expected_model_id=MODEL, expected_dim=DIM)
     assert loaded.manifest == idx.manifest
@@ -269,13 +272,18 @@ def test_load_rejects_other_model(corpus, tmp_path):
 def test_load_rejects_corrupt_folder(corpus, tmp_path):
     _, _, idx = corpus
     folder = idx.save(tmp_path / "idx")
-    lines = (folder / "items.jsonl").read_text().splitlines(keepends=True)
-    (folder / "items.jsonl").write_text("".join(lines[:-1]))
+    con = sqlite3.connect(folder / "items.sqlite")
+    con.execute("DELETE FROM items WHERE row = (SELECT MAX(row) FROM items)")
+    con.commit()
     with pytest.raises(ValueError, match="corrupt.*counts disagree"):
         CaseIndex.load(folder)
-
-    (folder / "items.jsonl").write_text("".join(lines[:-1]) + "{not json\n")
-    with pytest.raises(ValueError, match=f"line {len(lines)}"):
+    con.execute("UPDATE items SET data = '{not json' WHERE row = 3")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="row 3, is not valid JSON"):
+        CaseIndex.load(folder)
+    (folder / "items.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(ValueError, match="not a readable index metadata database"):
         CaseIndex.load(folder)
 
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -117,8 +117,9 @@ def build_report(
         }
 
     if concepts:
-        scores = concept_scores(bundle.model, bundle.tokenizer, test.embeds)
-        report["concepts"] = concept_auroc(scores, test.metas)
+        embeds, metas = test.concept_pool()
+        scores = concept_scores(bundle.model, bundle.tokenizer, embeds)
+        report["concepts"] = concept_auroc(scores, metas)
         seven = [v["auroc"] for v in report["concepts"].values() if v["seven_point"] and v["auroc"]]
         report["concepts_seven_point_mean_auroc"] = sum(seven) / len(seven) if seven else None
     return report, temperature

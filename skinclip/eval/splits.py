@@ -36,6 +36,14 @@ class LabelledSplit:
     targets: torch.Tensor
     metas: list[dict]
     summary: dict = field(default_factory=dict)
+    # Every encoded image, labelled or not: concepts are scored on all of them.
+    all_embeds: torch.Tensor | None = None
+    all_metas: list[dict] | None = None
+
+    def concept_pool(self) -> tuple[torch.Tensor, list[dict]]:
+        if self.all_embeds is None or self.all_metas is None:
+            return self.embeds, self.metas
+        return self.all_embeds, self.all_metas
 
     @property
     def modalities(self) -> list[str | None]:
@@ -93,6 +101,8 @@ def from_shards(
         torch.tensor(targets),
         [encoded.metas[i] for i in rows],
         summary,
+        all_embeds=encoded.image_embeds,
+        all_metas=encoded.metas,
     )
 
 
