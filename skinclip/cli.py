@@ -262,7 +262,10 @@ def cmd_search(args: argparse.Namespace) -> None:
     else:
         hits = index.search_by_case(args.case, args.k, **options)
     if not hits and options["where"]:
-        logger.warning("No item matches --where %s.", " ".join(args.where))
+        fields = ", ".join(sorted(index.item(0)))
+        logger.warning(
+            "No item matches --where %s. Items have the fields: %s.", " ".join(args.where), fields
+        )
     for hit in hits:
         item = hit.item
         print(

@@ -43,3 +43,12 @@ def test_refuses_test_split_and_other_models(tmp_path):
         Temperature.load(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="skinclip evaluate"):
         Temperature.load(tmp_path / "none.json")
+
+
+def test_a_chance_level_model_gets_the_largest_temperature_and_keeps_its_ranking():
+    gen = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(500, 4, generator=gen), dim=1)
+    targets = torch.randint(0, 4, (500,), generator=gen)  # labels unrelated to the scores
+    fitted = fit_temperature(probs, targets, "m", "atlas4", "val")
+    assert fitted.temperature == pytest.approx(100.0)
+    assert torch.equal(fitted.apply(probs).argmax(1), probs.argmax(1))

@@ -156,3 +156,15 @@ def test_auto_choice_follows_size_memory_and_recall():
     assert choose_spec(1_000_000, 256, target_recall=0.8).kind == "ivf_flat"
     assert choose_spec(1_000_000, 256, memory_budget=200_000_000).kind == "ivf_pq"
     assert "auto" in choose_spec(1_000_000, 256).note
+
+
+def test_filter_forms():
+    from index.filters import allowed_rows
+
+    items = [{"a": 1, "b": "x"}, {"a": 2}, {"a": 3, "b": "y"}]
+    assert allowed_rows(items, None) is None
+    assert allowed_rows(items, {"a": [1, 3]}).tolist() == [True, False, True]
+    assert allowed_rows(items, {"b": "x"}).tolist() == [True, False, False]  # missing b: no
+    assert allowed_rows(items, {"a": lambda v: v > 1, "b": "y"}).tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="must map field names"):
+        allowed_rows(items, [("a", 1)])

@@ -19,6 +19,9 @@ from skinclip.data.shards import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
+# Fitted temperatures are kept within this range.
+T_RANGE = (0.01, 100.0)
+
 
 @dataclass(frozen=True)
 class Temperature:
@@ -77,7 +80,9 @@ def rescale(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     ``log(probs)`` equals the logits up to a per-row constant, which softmax ignores, so the
     probabilities are all that is needed.
     """
-    return F.softmax(torch.log(probs.clamp_min(1e-12)) / temperature, dim=1)
+    # float64, so that even a large temperature leaves the probabilities in their order.
+    logits = torch.log(probs.double().clamp_min(1e-300)) / temperature
+    return F.softmax(logits, dim=1).to(probs.dtype)
 
 
 def _nll(log_probs: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
@@ -112,7 +117,9 @@ def fit_temperature(
         return loss
 
     optimizer.step(closure)
-    temperature = float(log_t.detach().exp())
+    # A model no better than chance is best "calibrated" by an infinite temperature (uniform
+    # probabilities); the clamp keeps the probabilities distinct, so the ranking survives.
+    temperature = min(max(float(log_t.detach().exp()), T_RANGE[0]), T_RANGE[1])
     one = torch.ones(1, dtype=torch.float64)
     fitted = Temperature(
         temperature=temperature,
