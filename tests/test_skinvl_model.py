@@ -1,0 +1,68 @@
+"""SkinVL: splicing visual tokens, label masking, encoder loading and one training step."""
+
+import pytest
+import torch
+
+from skinvl.model import IGNORE, from_skinclip, splice
+
+
+def test_splice_places_visual_tokens_and_masks_their_labels():
+    ids = torch.tensor([[5, 9, 6, 7], [9, 5, 6, 0]])  # 9 is the placeholder
+    embeds = torch.arange(2 * 4 * 3, dtype=torch.float).reshape(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    labels = torch.tensor([[IGNORE, IGNORE, 6, 7], [IGNORE, IGNORE, 6, IGNORE]])
+    visual = torch.full((2, 2, 3), -1.0)
+    out, out_mask, out_labels = splice(embeds, ids, mask, labels, visual, image_token_id=9)
+    assert out.shape == (2, 5, 3)
+    assert torch.equal(out[0, 1:3], visual[0]) and torch.equal(out[1, 0:2], visual[1])
+    assert torch.equal(out[0, 3], embeds[0, 2]) and torch.equal(out[1, 2], embeds[1, 1])
+    assert out_labels.tolist() == [
+        [IGNORE, IGNORE, IGNORE, 6, 7],
+        [IGNORE, IGNORE, IGNORE, 6, IGNORE],
+    ]
+    assert out_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    with pytest.raises(ValueError, match="exactly one <image>"):
+        splice(embeds, torch.zeros_like(ids), mask, labels, visual, image_token_id=9)
+
+
+@pytest.fixture(scope="module")
+def skinvl():
+    return from_skinclip(None, projector="linear", image_size=64)
+
+
+def test_labels_cover_only_the_answer(skinvl):
+    batch = skinvl.encode_batch(["Is a veil present?"], ["yes"])
+    answer = batch.input_ids[0][batch.labels[0] != IGNORE]
+    assert skinvl.tokenizer.decode(answer[:-1]).strip() == "yes"
+    assert (batch.input_ids[0] == skinvl.image_token_id).sum() == 1
+    with pytest.raises(ValueError, match="question is empty"):
+        skinvl.encode_batch(["  "], ["yes"])
+
+
+def test_encoder_comes_from_the_skinclip_checkpoint(tmp_path):
+    from skinclip.model.towers import create_skinclip
+
+    clip = create_skinclip(image_size=64).model
+    with torch.no_grad():
+        clip.visual.trunk.conv_stem.weight.mul_(0.5)  # differs from the ImageNet weights
+    torch.save(clip.state_dict(), tmp_path / "skinclip.pt")
+    vl = from_skinclip(str(tmp_path / "skinclip.pt"), projector="mlp", image_size=64)
+    expected = clip.visual.trunk.state_dict()
+    for name, tensor in vl.encoder.trunk.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    with pytest.raises(FileNotFoundError):
+        from_skinclip(str(tmp_path / "missing.pt"), image_size=64)
+
+
+def test_one_training_step_lowers_the_loss(skinvl):
+    skinvl.eval()  # no dropout, so the two losses are comparable
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    batch = skinvl.encode_batch(["What is the diagnosis?", "Is it flat?"], ["Nevus.", "flat"])
+    optimizer = torch.optim.AdamW(skinvl.projector.parameters(), lr=1e-2)
+    loss = skinvl(images, batch).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        assert skinvl(images, batch).loss < loss
