@@ -133,12 +133,16 @@ class SkinVL(nn.Module):
         self.encoder = encoder
         self.language_model = language_model
         self.tokenizer = tokenizer
-        if IMAGE_TOKEN not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-            language_model.resize_token_embeddings(len(tokenizer))
+        # New weights (projector, placeholder embedding) come from a fixed seed, so a fresh
+        # model is the same in every process; the caller's random state is restored.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            if IMAGE_TOKEN not in tokenizer.get_vocab():
+                tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+                language_model.resize_token_embeddings(len(tokenizer))
+            width = language_model.get_input_embeddings().embedding_dim
+            self.projector = make_projector(projector, encoder.width, width)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        width = language_model.get_input_embeddings().embedding_dim
-        self.projector = make_projector(projector, encoder.width, width)
 
     def encode_batch(self, questions: list[str], answers: list[str]) -> Batch:
         """Tokenise prompts and answers; labels cover the answer (and its end token) only."""
@@ -174,6 +178,95 @@ class SkinVL(nn.Module):
         return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
 
 
+class Generation:
+    """Decoding settings for :meth:`SkinVL.generate`."""
+
+    STRATEGIES = ("greedy", "beam", "sample")
+
+
+def _left_pad(rows: list[torch.Tensor], pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (L_i, D) rows to (B, L, D), padding on the left so every prompt ends together."""
+    width = max(r.shape[0] for r in rows)
+    embeds = torch.stack([torch.cat([pad.expand(width - r.shape[0], -1), r]) for r in rows])
+    mask = torch.stack(
+        [torch.cat([torch.zeros(width - r.shape[0]), torch.ones(r.shape[0])]) for r in rows]
+    ).long()
+    return embeds, mask
+
+
+@torch.no_grad()
+def generate(
+    model: SkinVL,
+    images: torch.Tensor,
+    questions: list[str],
+    max_new_tokens: int = 48,
+    strategy: str = "greedy",
+    num_beams: int = 4,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int | None = 0,
+    use_cache: bool = True,
+) -> list[str]:
+    """Answer one question per image.
+
+    Args:
+        model: The SkinVL model.
+        images: (B, 3, H, W) preprocessed images.
+        questions: B questions.
+        max_new_tokens: Answer length limit.
+        strategy: ``greedy``, ``beam`` (``num_beams``) or ``sample`` (``temperature``,
+            ``top_p``).
+        seed: Seeds sampling, so an answer can be reproduced; None leaves the RNG alone.
+        use_cache: Reuse attention keys and values between steps (the KV cache).
+
+    Raises:
+        ValueError: On an unknown strategy, an empty question or a count mismatch.
+    """
+    if strategy not in Generation.STRATEGIES:
+        raise ValueError(f"strategy must be one of {Generation.STRATEGIES}; got {strategy!r}.")
+    if len(questions) != images.shape[0]:
+        raise ValueError(f"Got {len(questions)} questions for {images.shape[0]} images.")
+    if any(not q.strip() for q in questions):
+        raise ValueError("A question is empty; ask something about the image.")
+    if seed is not None:
+        torch.manual_seed(seed)
+    tok = model.tokenizer
+    visual = model.projector(model.encoder(images))  # (B, V, D)
+    table = model.language_model.get_input_embeddings()
+    rows = []
+    for b, question in enumerate(questions):
+        prompt = PROMPT_TEMPLATE.format(image=IMAGE_TOKEN, question=question.strip())
+        ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids])
+        embeds, _, _ = splice(
+            table(ids),
+            ids,
+            torch.ones_like(ids),
+            torch.full_like(ids, IGNORE),
+            visual[b : b + 1],
+            model.image_token_id,
+        )
+        rows.append(embeds[0])
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    embeds, mask = _left_pad(rows, table(torch.tensor([pad_id]))[0])
+    end = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+    options = {
+        "do_sample": strategy == "sample",
+        "num_beams": num_beams if strategy == "beam" else 1,
+    }
+    if strategy == "sample":
+        options.update(temperature=temperature, top_p=top_p)
+    out = model.language_model.generate(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=end,
+        pad_token_id=pad_id,
+        use_cache=use_cache,
+        **options,
+    )
+    return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
+
+
 def load_language_model(path: str | Path | None = None):
     """A causal LM and its tokenizer from a local path or name.
 
@@ -183,10 +276,18 @@ def load_language_model(path: str | Path | None = None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path) if path else default_language_model_path()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Language model not found: {path}. Give a local folder holding a transformers "
+            "causal LM (config.json and weights), or omit it for the shipped MiniLM."
+        )
     config = AutoConfig.from_pretrained(path)
     if config.model_type == "bert":
         config.is_decoder = True  # causal attention mask
-    model = AutoModelForCausalLM.from_pretrained(path, config=config)
+    # Weights missing from the checkpoint (BERT's LM-head transform) start from a fixed seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(path, config=config)
     return model, AutoTokenizer.from_pretrained(path)
 
 

@@ -59,10 +59,30 @@ def test_one_training_step_lowers_the_loss(skinvl):
     torch.manual_seed(0)
     images = torch.randn(2, 3, 64, 64)
     batch = skinvl.encode_batch(["What is the diagnosis?", "Is it flat?"], ["Nevus.", "flat"])
-    optimizer = torch.optim.AdamW(skinvl.projector.parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(skinvl.projector.parameters(), lr=1e-3)
     loss = skinvl(images, batch).loss
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss)
     with torch.no_grad():
         assert skinvl(images, batch).loss < loss
+
+
+def test_generation_is_batched_and_reproducible(skinvl):
+    from skinvl.model import generate
+
+    skinvl.eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    questions = ["What is the diagnosis?", "Is a blue-whitish veil present?"]
+    greedy = generate(skinvl, images, questions, max_new_tokens=4)
+    assert len(greedy) == 2 and greedy == generate(skinvl, images, questions, max_new_tokens=4)
+    assert greedy == generate(skinvl, images, questions, max_new_tokens=4, use_cache=False)
+    sample = generate(skinvl, images, questions, max_new_tokens=4, strategy="sample", seed=3)
+    assert sample == generate(
+        skinvl, images, questions, max_new_tokens=4, strategy="sample", seed=3
+    )
+    assert len(generate(skinvl, images, questions, max_new_tokens=3, strategy="beam")) == 2
+    with pytest.raises(ValueError, match="question is empty"):
+        generate(skinvl, images, ["", "x"])
+    with pytest.raises(ValueError, match="strategy"):
+        generate(skinvl, images, questions, strategy="nucleus")
