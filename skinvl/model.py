@@ -275,20 +275,23 @@ def load_language_model(path: str | Path | None = None):
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path) if path else default_language_model_path()
-    if not path.exists():
+    source = str(path) if path else str(default_language_model_path())
+    try:
+        # A folder, or a model name already in the local Hugging Face cache (no network).
+        config = AutoConfig.from_pretrained(source)
+    except OSError as err:
         raise FileNotFoundError(
-            f"Language model not found: {path}. Give a local folder holding a transformers "
-            "causal LM (config.json and weights), or omit it for the shipped MiniLM."
-        )
-    config = AutoConfig.from_pretrained(path)
+            f"Language model {source!r} not found ({err}). Give a local folder holding a "
+            "transformers causal LM (config.json and weights), or omit it for the shipped "
+            "MiniLM."
+        ) from None
     if config.model_type == "bert":
         config.is_decoder = True  # causal attention mask
     # Weights missing from the checkpoint (BERT's LM-head transform) start from a fixed seed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_pretrained(path, config=config)
-    return model, AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(source, config=config)
+    return model, AutoTokenizer.from_pretrained(source)
 
 
 def from_skinclip(

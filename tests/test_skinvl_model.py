@@ -86,3 +86,10 @@ def test_generation_is_batched_and_reproducible(skinvl):
         generate(skinvl, images, ["", "x"])
     with pytest.raises(ValueError, match="strategy"):
         generate(skinvl, images, questions, strategy="nucleus")
+
+
+def test_missing_language_model_is_a_clear_error(tmp_path):
+    from skinvl.model import load_language_model
+
+    with pytest.raises(FileNotFoundError, match="Language model .*nope.* not found"):
+        load_language_model(tmp_path / "nope")
