@@ -1,0 +1,61 @@
+"""SkinVL's two training stages on the synthetic shards: what trains and what stays frozen."""
+
+import lightning as L
+import pytest
+import torch
+
+from skinvl.data import QADataModule, sample_pair
+from skinvl.module import SkinVLModule
+from skinvl.qa import PHRASINGS
+
+
+def _fit(stage: str, shards, tmp_path) -> tuple[SkinVLModule, dict]:
+    module = SkinVLModule(stage=stage, projector="linear", image_size=64, total_steps=2)
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    data = QADataModule(str(shards), stage=stage, image_size=64, batch_size=4, num_workers=0)
+    trainer = L.Trainer(
+        max_steps=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(module, datamodule=data)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    return module, before
+
+
+def _changed(module, before, prefix: str) -> bool:
+    return any(
+        not torch.equal(p.detach(), before[n])
+        for n, p in module.named_parameters()
+        if n.startswith(prefix)
+    )
+
+
+def test_align_trains_the_projector_only(tiny_shards, tmp_path):
+    module, before = _fit("align", tiny_shards, tmp_path)
+    assert _changed(module, before, "model.projector")
+    assert not _changed(module, before, "model.language_model")
+    assert not _changed(module, before, "model.encoder")
+
+
+def test_instruct_trains_the_language_model_too(tiny_shards, tmp_path):
+    module, before = _fit("instruct", tiny_shards, tmp_path)
+    assert _changed(module, before, "model.projector")
+    assert _changed(module, before, "model.language_model")
+    assert not _changed(module, before, "model.encoder")
+
+
+def test_pairs_per_stage():
+    import random
+
+    meta = {"diagnosis": "clark nevus", "modality": "clinical", "captions": ["A nevus."]}
+    question, answer = sample_pair(meta, "align", random.Random(0))
+    assert question in PHRASINGS["describe"] and answer == "A nevus."
+    question, answer = sample_pair(meta, "instruct", random.Random(0))
+    assert question and answer
+    assert sample_pair({"modality": "clinical"}, "align", random.Random(0)) is None
+    with pytest.raises(ValueError, match="stage must be one of"):
+        QADataModule("x", stage="pretrain")
