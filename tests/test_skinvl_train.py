@@ -59,3 +59,68 @@ def test_pairs_per_stage():
     assert sample_pair({"modality": "clinical"}, "align", random.Random(0)) is None
     with pytest.raises(ValueError, match="stage must be one of"):
         QADataModule("x", stage="pretrain")
+
+
+def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsys, caplog):
+    import logging
+
+    from skinvl.cli import main
+
+    root = tmp_path / "run"
+    args = [
+        "train",
+        "--model.stage",
+        "align",
+        "--model.projector",
+        "linear",
+        "--model.image_size",
+        "64",
+        "--model.total_steps",
+        "2",
+        "--data.shards",
+        str(tiny_shards),
+        "--data.batch_size",
+        "4",
+        "--data.num_workers",
+        "0",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+    ]
+    assert main(args) == 0
+    checkpoint = root / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    with caplog.at_level(logging.INFO):
+        assert (
+            main([*args[:-4], "--trainer.max_steps", "3", *args[-2:], "--ckpt_path", "last"]) == 0
+        )
+        assert torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"] == 3
+    assert "Restored all states from the checkpoint" in caplog.text
+
+    image = make_image("q.jpg", size=(64, 64))
+    assert (
+        main(
+            [
+                "ask",
+                str(image),
+                "What is the diagnosis?",
+                "--checkpoint",
+                str(checkpoint),
+                "--max-new-tokens",
+                "3",
+            ]
+        )
+        == 0
+    )
+    with caplog.at_level(logging.ERROR):
+        assert main(["ask", str(image), "x", "--checkpoint", str(tmp_path / "no.ckpt")]) == 2
+        assert main(["ask", str(tmp_path / "none.jpg"), "x", "--checkpoint", str(checkpoint)]) == 2
+        assert main(["ask", str(image), "  ", "--checkpoint", str(checkpoint)]) == 2
+    assert "SkinVL checkpoint not found" in caplog.text
+    assert "Image not found" in caplog.text
+    assert "question is empty" in caplog.text

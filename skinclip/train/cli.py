@@ -70,15 +70,10 @@ def last_checkpoint(root: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-class SkinCLIPCLI(LightningCLI):
-    """LightningCLI with the model's name and resolution shared with the data module.
-
-    ``--ckpt_path last`` resumes from ``<default_root_dir>/checkpoints/last.ckpt``.
+class ResumableCLI(LightningCLI):
+    """LightningCLI where ``--ckpt_path last`` resumes from
+    ``<default_root_dir>/checkpoints/last.ckpt`` (and starts afresh, saying so, without one).
     """
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("model.model_name", "data.model_name")
-        parser.link_arguments("model.image_size", "data.image_size")
 
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
@@ -91,6 +86,14 @@ class SkinCLIPCLI(LightningCLI):
                 self.trainer.default_root_dir,
             )
         config["ckpt_path"] = str(path) if path else None
+
+
+class SkinCLIPCLI(ResumableCLI):
+    """The training CLI, with the model's name and resolution shared with the data module."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.model_name", "data.model_name")
+        parser.link_arguments("model.image_size", "data.image_size")
 
 
 def run_training(args: list[str] | None = None) -> SkinCLIPCLI:

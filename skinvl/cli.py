@@ -1,0 +1,111 @@
+"""The ``skinvl`` command: ``train`` (LightningCLI, configs/skinvl_*.yaml) and ``ask``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("skinvl")
+
+
+def run_training(args: list[str]):
+    """LightningCLI over SkinVLModule and QADataModule; ``--ckpt_path last`` resumes."""
+    from skinclip.train.cli import ResumableCLI, RootCheckpoint
+    from skinclip.train.module import default_precision
+    from skinvl.data import QADataModule
+    from skinvl.module import SkinVLModule
+
+    class SkinVLCLI(ResumableCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.link_arguments("model.image_size", "data.image_size")
+            parser.link_arguments("model.stage", "data.stage")
+
+    sys.argv = sys.argv[:1]  # LightningCLI gets its arguments explicitly
+    return SkinVLCLI(
+        SkinVLModule,
+        QADataModule,
+        trainer_defaults={
+            "precision": default_precision(),
+            "callbacks": [RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=10)],
+            "log_every_n_steps": 5,
+        },
+        args=["fit", *args],
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "skinvl train"},
+    )
+
+
+def load_trained(checkpoint: str):
+    """A SkinVL model from a ``skinvl train`` checkpoint (``last.ckpt``)."""
+    from skinvl.module import SkinVLModule
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"SkinVL checkpoint not found: {path}. Train one with `skinvl train --config "
+            "configs/skinvl_instruct.yaml`; it is saved as checkpoints/last.ckpt."
+        )
+    try:
+        module = SkinVLModule.load_from_checkpoint(path, map_location="cpu")
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise ValueError(f"{path} is not a SkinVL checkpoint ({err}).") from None
+    return module.model.eval(), module.hparams.image_size
+
+
+def cmd_ask(args: argparse.Namespace) -> None:
+    from skinclip.data.images import decode_image
+    from skinclip.train.transforms import eval_transform
+    from skinvl.model import generate
+
+    model, image_size = load_trained(args.checkpoint)
+    image_path = Path(args.image)
+    if not image_path.is_file():
+        raise FileNotFoundError(f"Image not found: {image_path}")
+    try:
+        image = eval_transform(image_size)(decode_image(image_path.read_bytes()))
+    except OSError as err:
+        raise ValueError(f"Cannot read {image_path} as an image ({err}).") from None
+    answers = generate(
+        model,
+        image[None],
+        [args.question],
+        max_new_tokens=args.max_new_tokens,
+        strategy=args.strategy,
+        seed=args.seed,
+    )
+    print(answers[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["train"]:
+        try:
+            run_training(argv[1:])
+        except (FileNotFoundError, ValueError) as err:
+            logger.error("%s", err)
+            return 2
+        return 0
+    parser = argparse.ArgumentParser(prog="skinvl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train a stage (e.g. --config configs/skinvl_align.yaml)")
+    p = sub.add_parser("ask", help="answer a question about an image")
+    p.add_argument("image")
+    p.add_argument("question")
+    p.add_argument("--checkpoint", required=True, help="a `skinvl train` last.ckpt")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample"])
+    p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        cmd_ask(args)
+    except (FileNotFoundError, ValueError) as err:
+        logger.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
