@@ -1,8 +1,10 @@
 """SkinVL training data: atlas images from the SkinCLIP shards with generated questions.
 
 Stage ``align`` pairs each image with one of its captions ("Describe this lesion."); stage
-``instruct`` with one of its generated question/answer pairs, drawn afresh every time the
-image is seen. The shards carry the case-level split of SkinCLIP, so no test case is used.
+``instruct`` with one of its question/answer pairs, drawn afresh every time the image is
+seen: MM-Skin's own pairs for shards written from its VQA CSV or LLaVA JSON, pairs generated
+from the annotations for atlas shards. The shards carry the case-level split of SkinCLIP,
+so no test case is used.
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ def sample_pair(meta: dict, stage: str, rng: random.Random) -> tuple[str, str] |
         if not captions:
             return None
         return rng.choice(PHRASINGS["describe"]), rng.choice(captions)
+    # Shards written from MM-Skin's VQA CSV or LLaVA JSON carry their own pairs under "qa";
+    # atlas shards get pairs generated from the case's annotations.
+    given = [
+        (q["question"], q["answer"])
+        for q in meta.get("qa") or []
+        if q.get("question") and q.get("answer")
+    ]
+    if given:
+        return rng.choice(given)
     pairs = qa_pairs(meta, meta.get("modality") or "dermoscopic", all_phrasings=True)
     if not pairs:
         return None

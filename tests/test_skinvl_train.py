@@ -124,3 +124,10 @@ def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsy
     assert "SkinVL checkpoint not found" in caplog.text
     assert "Image not found" in caplog.text
     assert "question is empty" in caplog.text
+
+
+def test_mmskin_pairs_from_shards_are_used_as_given():
+    import random
+
+    meta = {"modality": "clinical", "qa": [{"question": "What is it?", "answer": "Psoriasis."}]}
+    assert sample_pair(meta, "instruct", random.Random(0)) == ("What is it?", "Psoriasis.")
