@@ -1,0 +1,34 @@
+"""SkinVL answer metrics against hand computations."""
+
+import math
+
+import pytest
+
+from skinvl.metrics import closed_accuracy, closed_answer, token_recall, tokens, vqa_scores
+
+
+def test_token_recall_and_tokens():
+    assert tokens("A blue-whitish veil, present!") == ["a", "blue-whitish", "veil", "present"]
+    assert token_recall("the veil is blue", "blue veil present") == pytest.approx(2 / 3)
+    assert token_recall("anything", "") == 0.0
+
+
+def test_bleu_and_rouge_by_hand():
+    scores = vqa_scores(["the cat sat"], ["the cat sat on"])
+    # BLEU-1: precision 3/3, brevity penalty exp(1 - 4/3).
+    assert scores["bleu1"] == pytest.approx(math.exp(1 - 4 / 3), abs=1e-4)
+    # ROUGE-L: LCS 3, precision 3/3, recall 3/4 -> F = 6/7.
+    assert scores["rougeL"] == pytest.approx(6 / 7, abs=1e-4)
+    assert scores["token_recall"] == pytest.approx(3 / 4)
+    perfect = vqa_scores(["melanoma in situ"], ["Melanoma in situ."])
+    assert perfect["bleu1"] == pytest.approx(1.0) and perfect["rougeL"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="as many predictions"):
+        vqa_scores(["a"], [])
+
+
+def test_closed_answers_take_the_first_named_choice():
+    choices = ["melanoma", "nevus", "seborrheic keratosis", "basal cell carcinoma"]
+    assert closed_answer("It is a nevus, not a melanoma.", choices) == "nevus"
+    assert closed_answer("melanomas everywhere", choices) is None  # whole words only
+    assert closed_answer("Seborrheic keratosis.", choices) == "seborrheic keratosis"
+    assert closed_accuracy(["yes", "no", "maybe"], ["yes", "yes", "no"], ["yes", "no"]) == 1 / 3
