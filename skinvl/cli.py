@@ -1,8 +1,10 @@
-"""The ``skinvl`` command: ``train`` (LightningCLI, configs/skinvl_*.yaml) and ``ask``."""
+"""The ``skinvl`` command: ``train`` (LightningCLI, configs/skinvl_*.yaml), ``ask`` and
+``evaluate``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -78,6 +80,26 @@ def cmd_ask(args: argparse.Namespace) -> None:
     print(answers[0])
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from skinclip.data.shards import write_json_atomic
+    from skinvl.evaluate import evaluate_atlas
+
+    model, image_size = load_trained(args.checkpoint)
+    report = evaluate_atlas(
+        model,
+        image_size,
+        Path(args.shards),
+        args.skinclip_checkpoint,
+        split=args.split,
+        batch_size=args.batch_size,
+        limit=args.limit,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "skinvl_report.json", report)
+    print(json.dumps(report, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -98,9 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample"])
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("evaluate", help="atlas test split: SkinVL, blank image, SkinCLIP")
+    p.add_argument("shards", help="atlas shard folder")
+    p.add_argument("--checkpoint", required=True, help="a `skinvl train` last.ckpt")
+    p.add_argument("--skinclip-checkpoint", default=None, help="for the zero-shot baseline")
+    p.add_argument("--out", required=True, help="folder for skinvl_report.json")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     args = parser.parse_args(argv)
     try:
-        cmd_ask(args)
+        {"ask": cmd_ask, "evaluate": cmd_evaluate}[args.command](args)
     except (FileNotFoundError, ValueError) as err:
         logger.error("%s", err)
         return 2

@@ -32,3 +32,23 @@ def test_closed_answers_take_the_first_named_choice():
     assert closed_answer("melanomas everywhere", choices) is None  # whole words only
     assert closed_answer("Seborrheic keratosis.", choices) == "seborrheic keratosis"
     assert closed_accuracy(["yes", "no", "maybe"], ["yes", "yes", "no"], ["yes", "no"]) == 1 / 3
+
+
+def test_score_answers_by_modality_and_kind():
+    from skinvl.evaluate import score_answers
+    from skinvl.qa import QAPair
+
+    items = [
+        (None, "dermoscopic", QAPair("diagnosis_group", "q", "nevus", True)),
+        (None, "dermoscopic", QAPair("presence:streaks", "q", "yes", True)),
+        (None, "dermoscopic", QAPair("presence:streaks", "q", "no", True)),
+        (None, "clinical", QAPair("diagnosis_group", "q", "melanoma", True)),
+        (None, "clinical", QAPair("site", "q", "Back.", False)),
+    ]
+    answers = ["A nevus.", "yes", "yes", "nevus", "back"]
+    result = score_answers(items, answers)
+    derm = result["dermoscopic"]
+    assert derm["closed"] == {"diagnosis_group": 1.0, "presence:streaks": 0.5}
+    assert derm["closed_overall"] == pytest.approx(2 / 3) and derm["open"] is None
+    clin = result["clinical"]
+    assert clin["closed_overall"] == 0.0 and clin["open"]["token_recall"] == 1.0

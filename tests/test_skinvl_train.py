@@ -1,5 +1,7 @@
 """SkinVL's two training stages on the synthetic shards: what trains and what stays frozen."""
 
+import json
+
 import lightning as L
 import pytest
 import torch
@@ -122,6 +124,14 @@ def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsy
         assert main(["ask", str(tmp_path / "none.jpg"), "x", "--checkpoint", str(checkpoint)]) == 2
         assert main(["ask", str(image), "  ", "--checkpoint", str(checkpoint)]) == 2
     assert "SkinVL checkpoint not found" in caplog.text
+
+    out = tmp_path / "eval"
+    args = ["evaluate", str(tiny_shards), "--checkpoint", str(checkpoint), "--out", str(out)]
+    assert main([*args, "--limit", "6", "--batch-size", "3"]) == 0
+    report = json.loads((out / "skinvl_report.json").read_text())
+    assert report["questions"] == 6
+    assert set(report) >= {"skinvl", "blank_image", "skinclip_zeroshot_diagnosis"}
+    assert report["skinclip_zeroshot_diagnosis"]["images"] == 16
     assert "Image not found" in caplog.text
     assert "question is empty" in caplog.text
 

@@ -1,0 +1,129 @@
+"""``skinvl evaluate``: SkinVL on the atlas test split, beside its two baselines.
+
+Per modality it reports closed-question accuracy (diagnosis among the four groups; present or
+absent for each seven-point criterion) and the MM-Skin VQA scores on the open questions. The
+same model answering about a blank image shows how much it uses the image; SkinCLIP's
+zero-shot classifier answers the diagnosis question as the second baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import webdataset as wds
+
+from skinclip.data.atlas import ATLAS_4CLASS
+from skinclip.data.images import decode_image
+from skinclip.data.shards import split_urls
+from skinclip.train.transforms import eval_transform
+from skinvl.metrics import closed_accuracy, vqa_scores
+from skinvl.model import SkinVL, generate
+from skinvl.qa import qa_pairs
+
+logger = logging.getLogger(__name__)
+
+CLOSED_CHOICES = {"diagnosis_group": ATLAS_4CLASS, "presence": ("yes", "no")}
+
+
+def _questions(shards: Path, split: str, image_size: int) -> Iterator[tuple]:
+    """(image, modality, QAPair) for every canonical question about every image."""
+    transform = eval_transform(image_size)
+    for sample in wds.WebDataset(split_urls(shards, split), shardshuffle=False, empty_check=False):
+        meta = json.loads(sample["json"])
+        modality = meta.get("modality") or "dermoscopic"
+        image = transform(decode_image(sample["jpg"]))
+        for pair in qa_pairs(meta, modality):
+            yield image, modality, pair
+
+
+def _answer(model: SkinVL, items: list[tuple], blank: bool, max_new_tokens: int, batch: int):
+    answers = []
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        images = torch.stack([image for image, _, _ in chunk])
+        if blank:
+            images = torch.zeros_like(images)  # the normalised mean colour: no lesion at all
+        questions = [pair.question for _, _, pair in chunk]
+        answers += generate(model, images, questions, max_new_tokens=max_new_tokens)
+    return answers
+
+
+def _closed_key(kind: str) -> str | None:
+    if kind == "diagnosis_group":
+        return kind
+    return "presence" if kind.startswith("presence:") else None
+
+
+def score_answers(items: list[tuple], answers: list[str]) -> dict:
+    """Per modality: closed accuracy by question kind and overall, and open VQA scores."""
+    result: dict = {}
+    for modality in sorted({m for _, m, _ in items}):
+        rows = [(pair, a) for (_, m, pair), a in zip(items, answers, strict=True) if m == modality]
+        closed: dict[str, float] = {}
+        hits, total = 0.0, 0
+        for kind in sorted({p.kind for p, _ in rows if _closed_key(p.kind)}):
+            chosen = [(p, a) for p, a in rows if p.kind == kind]
+            choices = CLOSED_CHOICES[_closed_key(kind)]
+            accuracy = closed_accuracy(
+                [a for _, a in chosen], [p.answer for p, _ in chosen], choices
+            )
+            closed[kind] = accuracy
+            hits += accuracy * len(chosen)
+            total += len(chosen)
+        open_rows = [(p, a) for p, a in rows if not p.closed]
+        result[modality] = {
+            "closed": closed,
+            "closed_overall": hits / total if total else None,
+            "closed_questions": total,
+            "open": vqa_scores([a for _, a in open_rows], [p.answer for p, _ in open_rows])
+            if open_rows
+            else None,
+            "open_questions": len(open_rows),
+        }
+    return result
+
+
+def skinclip_baseline(checkpoint: str | None, shards: Path, split: str) -> dict:
+    """SkinCLIP zero-shot on the diagnosis question: accuracy and balanced accuracy."""
+    from skinclip.evaluate import evaluate_split
+    from skinclip.model.towers import create_skinclip
+
+    metrics = evaluate_split(create_skinclip(pretrained=checkpoint), shards, split)
+    return {
+        "accuracy": metrics["zeroshot_acc"],
+        "balanced_accuracy": metrics["zeroshot_balanced_acc"],
+        "images": metrics["zeroshot_images"],
+    }
+
+
+def evaluate_atlas(
+    model: SkinVL,
+    image_size: int,
+    shards: Path,
+    skinclip_checkpoint: str | None,
+    split: str = "test",
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    limit: int | None = None,
+) -> dict:
+    """The report: SkinVL, SkinVL with a blank image, and SkinCLIP zero-shot.
+
+    Args:
+        limit: Score only the first ``limit`` questions (a quick look, not for the README).
+    """
+    if split != "test":
+        logger.warning("Evaluating on split %r, not the test split", split)
+    items = list(_questions(shards, split, image_size))[:limit]
+    if not items:
+        raise ValueError(f"No questions could be built from split {split!r} of {shards}.")
+    model.eval()
+    report = {"split": split, "questions": len(items)}
+    for name, blank in (("skinvl", False), ("blank_image", True)):
+        answers = _answer(model, items, blank, max_new_tokens, batch_size)
+        report[name] = score_answers(items, answers)
+    report["skinclip_zeroshot_diagnosis"] = skinclip_baseline(skinclip_checkpoint, shards, split)
+    return report
