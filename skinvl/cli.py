@@ -50,7 +50,11 @@ def load_trained(checkpoint: str):
             "configs/skinvl_instruct.yaml`; it is saved as checkpoints/last.ckpt."
         )
     try:
-        module = SkinVLModule.load_from_checkpoint(path, map_location="cpu")
+        # The checkpoint holds every weight, encoder included, so the SkinCLIP checkpoint and
+        # the stage-1 checkpoint it was built from need not exist any more.
+        module = SkinVLModule.load_from_checkpoint(
+            path, map_location="cpu", skinclip_checkpoint=None, init_from=None
+        )
     except (KeyError, RuntimeError, TypeError) as err:
         raise ValueError(f"{path} is not a SkinVL checkpoint ({err}).") from None
     return module.model.eval(), module.hparams.image_size
