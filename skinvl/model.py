@@ -206,6 +206,7 @@ def generate(
     top_p: float = 0.9,
     seed: int | None = 0,
     use_cache: bool = True,
+    min_new_tokens: int = 0,
 ) -> list[str]:
     """Answer one question per image.
 
@@ -218,6 +219,7 @@ def generate(
             ``top_p``).
         seed: Seeds sampling, so an answer can be reproduced; None leaves the RNG alone.
         use_cache: Reuse attention keys and values between steps (the KV cache).
+        min_new_tokens: Do not stop before this many tokens (for fixed-length timing).
 
     Raises:
         ValueError: On an unknown strategy, an empty question or a count mismatch.
@@ -262,6 +264,7 @@ def generate(
         eos_token_id=end,
         pad_token_id=pad_id,
         use_cache=use_cache,
+        min_new_tokens=min_new_tokens,
         **options,
     )
     return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
