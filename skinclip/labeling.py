@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -11,12 +12,13 @@ from pathlib import Path
 import torch
 
 from skinclip.data.records import read_text
+from skinclip.data.shards import write_json_atomic
 from skinclip.data.sources import IMAGE_SUFFIXES
 from skinclip.encode import iter_image_embeds
 from skinclip.eval.calibration import Temperature
 from skinclip.eval.concepts import CONCEPTS, concept_scores
 from skinclip.labels import LabelSet
-from skinclip.model.towers import SkinCLIPBundle
+from skinclip.model.towers import SkinCLIPBundle, model_checksum
 from skinclip.zeroshot import build_classifier, classify
 
 logger = logging.getLogger(__name__)
@@ -52,25 +54,48 @@ def partial_path(out_csv: Path) -> Path:
     return out_csv.with_name(out_csv.name + ".partial")
 
 
-def _done_images(partial: Path, header: list[str]) -> set[str]:
-    """Images a killed run already wrote, after checking it ran with the same settings."""
-    with partial.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        found = next(reader, None)
-        if found != header:
-            raise ValueError(
-                f"{partial} is a partial run with other settings (columns {found}, expected "
-                f"{header}); delete it to start over, or rerun with the same --labels and --k."
-            )
-        return {row[0] for row in reader if len(row) == len(header)}
+def settings_path(out_csv: Path) -> Path:
+    """The settings of the run that writes ``<out>.partial``, checked before resuming it."""
+    return out_csv.with_name(out_csv.name + ".partial.json")
 
 
-def _truncate_torn_row(partial: Path) -> None:
-    # A kill mid-write can leave a last line without its newline; drop it so it is redone.
-    data = partial.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with partial.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
+def _resume(
+    partial: Path, header: list[str], settings: dict, wanted: set[str], counts: dict
+) -> set[str]:
+    """Keep the valid rows of an interrupted run and return the images they cover.
+
+    A partial file from a run with other settings is refused. An empty one, or one whose
+    header was torn by the kill, is started afresh. Rows cut short, and rows for images not
+    in this input, are dropped so the final CSV holds exactly one row per input image.
+    """
+    saved = partial.with_name(partial.name + ".json")
+    try:
+        found_settings = json.loads(saved.read_text("utf-8")) if saved.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        found_settings = None
+    if found_settings != settings:
+        changed = sorted(k for k in settings if (found_settings or {}).get(k) != settings[k])
+        what = ", ".join(changed) if found_settings is not None else "no settings file"
+        raise ValueError(
+            f"{partial} is an interrupted run with other settings ({what}); rerun with the "
+            "same options, or delete it to start over."
+        )
+    with partial.open(newline="", encoding="utf-8", errors="replace") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0] != header:
+        return set()
+    kept, done = [header], set()
+    for row in rows[1:]:
+        if len(row) == len(header) and row[0] in wanted and row[0] not in done:
+            kept.append(row)
+            done.add(row[0])
+            counts["failed" if row[-1] else "labelled"] += 1
+            counts["abstained"] += row[-2] == "yes"
+    tmp = partial.with_name(partial.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(kept)
+    tmp.replace(partial)
+    return done
 
 
 def label_images(
@@ -101,7 +126,7 @@ def label_images(
     k = min(k, len(label_set))
     names = label_set.names
     if temperature is not None:
-        temperature.check(bundle.model_id, label_set.name)
+        temperature.check(model_checksum(bundle), label_set)
     classifier = build_classifier(bundle.model, bundle.tokenizer, label_set, modality)
     scale = bundle.model.logit_scale.exp().item()
     out_csv = Path(out_csv)
@@ -110,16 +135,28 @@ def label_images(
     header = ["image", *[f"{c}{i + 1}" for i in range(k) for c in ("label", "prob")]]
     header += ["model_id", "abstained", "error"]
     counts = {"labelled": 0, "failed": 0, "abstained": 0, "resumed": 0}
+    settings = {
+        "model_checksum": model_checksum(bundle),
+        "labels": label_set.fingerprint(),
+        "k": k,
+        "modality": modality,
+        "temperature": temperature.temperature if temperature else None,
+        "abstain_below": abstain_below,
+    }
+    if partial.is_dir():
+        raise ValueError(f"{partial} is a folder; remove it or choose another --out.")
+    done: set[str] = set()
     if partial.exists():
-        _truncate_torn_row(partial)
-        done = _done_images(partial, header)
+        done = _resume(partial, header, settings, {str(p) for p in paths}, counts)
         counts["resumed"] = len(done)
         paths = [p for p in paths if str(p) not in done]
         logger.info("Resuming %s: %d image(s) done, %d to go", partial, len(done), len(paths))
-    with partial.open("a", newline="", encoding="utf-8") as f:
+    write_json_atomic(settings_path(out_csv), settings)
+    with partial.open("a" if done else "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        if counts["resumed"] == 0 and f.tell() == 0:
+        if not done:
             writer.writerow(header)
+            f.flush()  # a kill in the first batch must still leave a resumable file
         for embeds, batch_paths, errors in iter_image_embeds(
             bundle, paths, batch_size=batch_size, num_workers=num_workers
         ):
@@ -142,6 +179,7 @@ def label_images(
             f.flush()  # a kill loses at most the batch in flight
         os.fsync(f.fileno())
     partial.replace(out_csv)
+    settings_path(out_csv).unlink(missing_ok=True)
     return counts
 
 

@@ -18,6 +18,8 @@ YAML form (a bare ``class: [synonyms]`` mapping is accepted too)::
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -63,6 +65,12 @@ class LabelSet:
     def index(self, label: str) -> int | None:
         """Position of a data label, matched without regard to case or repeated spaces."""
         return self._lookup.get(_normal(label))
+
+    def fingerprint(self) -> str:
+        """A short hash of the classes, their wording and the modality: what a calibration
+        fitted on this label set depends on."""
+        data = [self.modality, [(c.name, c.synonyms, c.descriptions) for c in self.classes]]
+        return hashlib.sha256(json.dumps(data).encode()).hexdigest()[:16]
 
     @cached_property
     def _lookup(self) -> dict[str, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from index import CaseIndex, Hit
 from skinclip.encode import encode_split, encode_texts, iter_image_embeds
-from skinclip.model.towers import SkinCLIPBundle
+from skinclip.model.towers import SkinCLIPBundle, model_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -19,20 +18,6 @@ ITEM_FIELDS = ("case_id", "modality", "diagnosis", "location", "sex", "source", 
 # What an index holds: image embeddings (image/text -> case) or caption embeddings
 # (image -> caption).
 CONTENTS = ("images", "captions")
-
-
-def model_checksum(bundle: SkinCLIPBundle) -> str:
-    """A short fingerprint of the weights and input resolution.
-
-    An index refuses a model it was not built with; the resolution counts because the same
-    weights embed a 128 px and a 224 px view of an image differently.
-    """
-    digest = hashlib.sha256()
-    digest.update(repr(bundle.model.visual.image_size).encode())
-    for name, tensor in sorted(bundle.model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
-    return digest.hexdigest()[:16]
 
 
 def _items(encoded, content: str) -> list[dict]:

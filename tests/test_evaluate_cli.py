@@ -9,7 +9,7 @@ from PIL import Image
 
 from skinclip.cli import main
 from skinclip.eval.run import temperature_beside
-from skinclip.labeling import partial_path
+from skinclip.labeling import partial_path, settings_path
 
 FAST = ["--image-size", "64", "--workers", "0"]
 COLOURS = {"Nevus": (150, 100, 60), "Melanoma": (40, 30, 30), "Dermatofibroma": (200, 150, 140)}
@@ -115,20 +115,47 @@ def _zeroshot(tmp_path, *extra):
     )
 
 
-def test_zeroshot_resumes_a_killed_run_and_abstains(make_image, tmp_path, caplog, capsys):
+def test_zeroshot_resumes_a_killed_run_and_abstains(
+    make_image, tmp_path, caplog, capsys, monkeypatch
+):
+    import skinclip.labeling as labeling
+
     for i in range(5):
         make_image(f"imgs/{i}.jpg", size=(64, 48), color=(40 * i, 90, 60))
     assert _zeroshot(tmp_path) == 0
     out = tmp_path / "labels.csv"
     full = out.read_text().splitlines()
-    assert len(full) == 6
-    # A kill after two rows, in the middle of writing the third.
+    assert len(full) == 6 and not settings_path(out).exists()
     out.unlink()
-    partial_path(out).write_text("\n".join(full[:3]) + "\n" + full[3][:10])
+
+    # A kill after the first batch of two images.
+    real = labeling.iter_image_embeds
+
+    def dies_after_one_batch(*args, **kwargs):
+        for n, batch in enumerate(real(*args, **{**kwargs, "batch_size": 2})):
+            if n == 1:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(labeling, "iter_image_embeds", dies_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _zeroshot(tmp_path)
+    monkeypatch.setattr(labeling, "iter_image_embeds", real)
+    partial = partial_path(out)
+    assert len(partial.read_text().splitlines()) == 3  # header + two rows
+    # Junk from the kill: a torn row, and a row for an image that is not in this input.
+    with partial.open("a") as f:
+        f.write("/elsewhere/x.jpg,nevus,0.5,melanoma,0.5,m,,\n" + full[3][:10])
+
+    # Other settings are refused rather than mixed into the same file.
+    with caplog.at_level(logging.ERROR):
+        assert _zeroshot(tmp_path, "--abstain-below", "0.9") == 2
+    assert "interrupted run with other settings (abstain_below)" in caplog.text
+
     assert _zeroshot(tmp_path) == 0
     assert "2 kept from the interrupted run" in capsys.readouterr().out
     assert out.read_text().splitlines() == full
-    assert not partial_path(out).exists()
+    assert not partial.exists() and not settings_path(out).exists()
 
     out.unlink()
     assert _zeroshot(tmp_path, "--abstain-below", "1.0") == 0
@@ -136,10 +163,28 @@ def test_zeroshot_resumes_a_killed_run_and_abstains(make_image, tmp_path, caplog
     assert [r["abstained"] for r in rows] == ["yes"] * 5
     assert "coverage 0.0%" in capsys.readouterr().out
 
-    partial_path(out).write_text("image,label1\n")
+    # A kill before any row: the header is already on disk and the rerun starts afresh.
+    out.unlink()
+
+    def dies_at_once(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(labeling, "iter_image_embeds", dies_at_once)
+    with pytest.raises(KeyboardInterrupt):
+        _zeroshot(tmp_path)
+    monkeypatch.setattr(labeling, "iter_image_embeds", real)
+    assert partial.read_text().splitlines() == [full[0]]
+    partial.write_text("")  # even a file the kill left empty
+    assert _zeroshot(tmp_path) == 0
+    assert out.read_text().splitlines() == full
+
+    # An unreadable settings file is not trusted.
+    partial.write_text(full[0] + "\n")
+    settings_path(out).write_text("{not json")
     with caplog.at_level(logging.ERROR):
         assert _zeroshot(tmp_path) == 2
-    assert "partial run with other settings" in caplog.text
+    assert "no settings file" in caplog.text
 
 
 def test_temperature_lives_with_a_local_model(tmp_path):

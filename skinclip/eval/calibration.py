@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from skinclip.data.shards import write_json_atomic
+from skinclip.labels import LabelSet
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ class Temperature:
         n: Images it was fitted on.
         nll_before: Mean negative log-likelihood on the calibration split at temperature 1.
         nll_after: The same at the fitted temperature.
+        model_checksum: Fingerprint of the model's weights (see ``model_checksum``).
+        classes_fingerprint: Fingerprint of the label set's classes and wording.
     """
 
     temperature: float
@@ -44,6 +48,13 @@ class Temperature:
     n: int
     nll_before: float
     nll_after: float
+    model_checksum: str = ""
+    classes_fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a positive finite number; got {t!r}.")
 
     def apply(self, probs: torch.Tensor) -> torch.Tensor:
         return rescale(probs, self.temperature)
@@ -61,16 +72,20 @@ class Temperature:
             )
         try:
             return cls(**json.loads(path.read_text("utf-8")))
-        except (json.JSONDecodeError, TypeError) as err:
+        except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not a SkinCLIP calibration file: {err}") from None
 
-    def check(self, model_id: str, label_set: str) -> None:
-        """Refuse a temperature fitted for another model or label set."""
-        if (self.model_id, self.label_set) != (model_id, label_set):
+    def check(self, model_checksum: str, label_set: LabelSet) -> None:
+        """Refuse a temperature fitted for other weights or other classes and wording."""
+        if (self.model_checksum, self.classes_fingerprint) != (
+            model_checksum,
+            label_set.fingerprint(),
+        ):
             raise ValueError(
-                f"The calibration was fitted for model {self.model_id!r} with label set "
-                f"{self.label_set!r}, not {model_id!r} with {label_set!r}; fit it again for "
-                "this model and label set."
+                f"The calibration was fitted for model {self.model_id!r} (weights "
+                f"{self.model_checksum or 'unknown'}) with label set {self.label_set!r}; the "
+                f"model in use (weights {model_checksum}) or the classes of label set "
+                f"{label_set.name!r} differ. Fit it again with `skinclip evaluate`."
             )
 
 
@@ -93,8 +108,9 @@ def fit_temperature(
     probs: torch.Tensor,
     targets: torch.Tensor,
     model_id: str,
-    label_set: str,
+    label_set: LabelSet,
     split: str,
+    model_checksum: str = "",
 ) -> Temperature:
     """Fit the temperature that minimises the negative log-likelihood of ``targets``.
 
@@ -124,11 +140,13 @@ def fit_temperature(
     fitted = Temperature(
         temperature=temperature,
         model_id=model_id,
-        label_set=label_set,
+        label_set=label_set.name,
         split=split,
         n=len(targets),
         nll_before=float(_nll(log_probs, targets, one)),
         nll_after=float(_nll(log_probs, targets, one * temperature)),
+        model_checksum=model_checksum,
+        classes_fingerprint=label_set.fingerprint(),
     )
     logger.info("Fitted temperature %.3f on %d %s images", temperature, len(targets), split)
     return fitted

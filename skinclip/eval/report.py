@@ -19,7 +19,7 @@ from skinclip.eval.plots import plot_confusion, plot_reliability
 from skinclip.eval.probe import fit_probe
 from skinclip.eval.splits import LabelledSplit
 from skinclip.labels import LabelSet
-from skinclip.model.towers import SkinCLIPBundle
+from skinclip.model.towers import SkinCLIPBundle, model_checksum
 from skinclip.zeroshot import classify_by_modality
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def build_report(
 
     temperature = _temperature(bundle, label_set, calibration)
     if temperature is not None:
-        temperature.check(bundle.model_id, label_set.name)
+        temperature.check(model_checksum(bundle), label_set)
         calibrated = temperature.apply(probs)
         report["calibration"] = asdict(temperature)
         report["zeroshot_calibrated"] = method_scores(calibrated, test, subgroups, resamples)
@@ -130,7 +130,12 @@ def _temperature(bundle, label_set, calibration) -> Temperature | None:
         return calibration
     probs = zeroshot_probs(bundle, calibration, label_set)
     return fit_temperature(
-        probs, calibration.targets, bundle.model_id, label_set.name, calibration.name
+        probs,
+        calibration.targets,
+        bundle.model_id,
+        label_set,
+        calibration.name,
+        model_checksum(bundle),
     )
 
 

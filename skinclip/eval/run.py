@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,12 @@ def load_splits(
             None if opts.temperature else shard_split(opts.calibration_split),
             shard_split(opts.probe_train),
         )
+    for role, other in (("calibrate", opts.calibration), ("train the probe", opts.probe_train)):
+        if other and Path(other).resolve() == Path(opts.benchmark).resolve():
+            raise ValueError(
+                f"{opts.benchmark} is the test set; it cannot also {role}. Give a separate "
+                "labelled file (e.g. a validation or training CSV)."
+            )
     test = _files_split(bundle, opts.benchmark, label_set, opts)
     calibration = (
         _files_split(bundle, opts.calibration, label_set, opts)
@@ -127,8 +134,9 @@ def temperature_beside(checkpoint: str | None, label_set: str) -> Path | None:
     if not checkpoint:
         return None
     path = Path(checkpoint.removeprefix("local-dir:"))
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label_set).strip(".") or "labels"
     if path.is_dir():
-        return path / f"temperature.{label_set}.json"
+        return path / f"temperature.{safe}.json"
     if path.is_file():
-        return path.with_name(f"{path.name}.temperature.{label_set}.json")
+        return path.with_name(f"{path.name}.temperature.{safe}.json")
     return None

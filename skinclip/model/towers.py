@@ -7,6 +7,7 @@ initialised from weights that ship inside registry packages, so it builds with n
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import pickle
@@ -211,6 +212,20 @@ def create_skinclip(
     tokenizer = open_clip.get_tokenizer(model_name)
     model_id = model_name if not pretrained else f"{model_name}@{Path(pretrained).name}"
     return SkinCLIPBundle(model, preprocess_train, preprocess_val, tokenizer, model_name, model_id)
+
+
+def model_checksum(bundle: SkinCLIPBundle) -> str:
+    """A short fingerprint of every weight and of the input resolution.
+
+    Indexes and fitted temperatures refuse a model they were not made with; the resolution
+    counts because the same weights embed a 128 px and a 224 px view of an image differently.
+    """
+    digest = hashlib.sha256()
+    digest.update(repr(bundle.model.visual.image_size).encode())
+    for name, tensor in sorted(bundle.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def image_size_of(model: torch.nn.Module) -> int:
