@@ -97,7 +97,8 @@ def read_items(path: Path) -> list[dict]:
         ValueError: If the file is not such a database or a row is not a JSON object.
     """
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # as_uri() escapes '#', '?' and '%' in the folder name, which SQLite would parse.
+        con = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
         try:
             rows = con.execute("SELECT row, data FROM items ORDER BY row").fetchall()
         finally:

@@ -61,7 +61,7 @@ class Manifest:
         """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(
                 f"{path} is not valid JSON ({err}). Rebuild the index with `skinclip index`."
             ) from err
@@ -83,6 +83,13 @@ class Manifest:
         if missing:
             raise ValueError(
                 f"{path} lacks field(s) {missing}. Rebuild the index with `skinclip index`."
+            )
+        if not isinstance(data.get("index_params"), dict) or not isinstance(
+            data.get("embed_dim"), int
+        ):
+            raise ValueError(
+                f"{path} has a malformed index_params or embed_dim. Rebuild the index with "
+                "`skinclip index`."
             )
         # Unknown fields are dropped so that older readers tolerate additive changes.
         return cls(**{name: data[name] for name in cls.__dataclass_fields__})

@@ -77,6 +77,11 @@ def read_index_folder(
         items = clean_items(read_items(folder / ITEMS_FILE))
     except ValueError as err:
         raise ValueError(f"{err} {REBUILD_HINT}") from err
+    if vectors.ndim != 2:
+        raise ValueError(
+            f"{folder / VECTORS_FILE} holds an array of shape {vectors.shape}, not (N, D). "
+            + REBUILD_HINT
+        )
     check_consistent(folder, manifest, index, vectors, items)
     return index, vectors, items, manifest
 

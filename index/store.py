@@ -32,6 +32,14 @@ logger = logging.getLogger(__name__)
 PQ_RERANK = 8
 
 
+def _check_search_params(nprobe: int | None, ef_search: int | None) -> None:
+    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+
+
 class CaseIndex:
     """A searchable index of case images with their metadata.
 
@@ -191,7 +199,7 @@ class CaseIndex:
         self._items = self._items + items
         self._changed()
 
-    def remove(self, case_ids: Sequence[str]) -> int:
+    def remove(self, case_ids: Sequence[str], _allow_empty: bool = False) -> int:
         """Drop every image of the given cases; returns how many images went.
 
         The FAISS index is refilled from the kept exact vectors, so row ids stay contiguous.
@@ -199,9 +207,11 @@ class CaseIndex:
         Raises:
             ValueError: If a case id is unknown or nothing would be left.
         """
-        rows = {row for case_id in case_ids for row in self._rows_of(case_id)}
+        if isinstance(case_ids, str):
+            case_ids = [case_ids]
+        rows = {row for case_id in dict.fromkeys(case_ids) for row in self._rows_of(case_id)}
         keep = np.array([row not in rows for row in range(len(self))])
-        if not keep.any():
+        if not keep.any() and not _allow_empty:
             raise ValueError("Removing these cases would leave the index empty; build a new one.")
         self._vectors = np.ascontiguousarray(np.asarray(self._vectors)[keep])
         self._items = [item for item, kept in zip(self._items, keep, strict=True) if kept]
@@ -219,13 +229,21 @@ class CaseIndex:
         Raises:
             ValueError: If ``case_id`` is unknown or a new row names another case.
         """
-        self._rows_of(case_id)
+        own = set(self._rows_of(case_id))
+        if not items:
+            raise ValueError(f"No replacement rows for case {case_id!r}; use remove to drop it.")
         if any(item.get("case_id") != case_id for item in items):
             raise ValueError(f"Every replacement row must have case_id {case_id!r}.")
-        as_unit_rows(embeds, "embeds", dim=self.dim)  # fail before anything is removed
+        # Everything is checked before the case is removed, so a refused replace loses nothing.
+        vectors = as_unit_rows(embeds, "embeds", dim=self.dim)
+        if len(vectors) != len(items):
+            raise ValueError(f"embeds has {len(vectors)} rows but items has {len(items)}.")
         clean_items(items)
-        self.remove([case_id])
-        self.add(embeds, items)
+        taken = [i["key"] for i in items if self._keys.get(i["key"], -1) not in own | {-1}]
+        if taken:
+            raise ValueError(f"Key {taken[0]!r} belongs to another case; keys must be unique.")
+        self.remove([case_id], _allow_empty=True)
+        self.add(vectors, items)
 
     def _changed(self) -> None:
         self.manifest = Manifest(
@@ -272,6 +290,7 @@ class CaseIndex:
         """
         check_unit(unit)
         k = self._check_k(k)
+        _check_search_params(nprobe, ef_search)
         queries = self._check_queries(query_embeds)  # (Q, D)
         if len(queries) == 0:
             return []
@@ -297,6 +316,7 @@ class CaseIndex:
         """
         check_unit(unit)
         k = self._check_k(k)
+        _check_search_params(nprobe, ef_search)
         rows = self._rows_of(case_id)
         queries = np.asarray(self._vectors[rows], dtype=np.float32)  # (R, D)
         allowed = allowed_rows(self._items, where)

@@ -29,6 +29,10 @@ def list_images(source: Path, image_root: Path | None = None) -> list[Path]:
     source = Path(source)
     if source.is_dir():
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if source.suffix.lower() in IMAGE_SUFFIXES:
+        if not source.is_file():
+            raise FileNotFoundError(f"Image not found: {source}")
+        return [source]  # a single image
     if not source.is_file():
         raise FileNotFoundError(f"Input not found: {source}. Give an image folder or a CSV.")
     reader = csv.DictReader(io.StringIO(read_text(source), newline=""))
@@ -37,7 +41,12 @@ def list_images(source: Path, image_root: Path | None = None) -> list[Path]:
             f"{source} has columns {reader.fieldnames}; an 'image' column of paths is needed."
         )
     root = Path(image_root) if image_root else source.parent
-    return [root / row["image"] for row in reader]
+    paths = []
+    for line, row in enumerate(reader, start=2):
+        if not (row.get("image") or "").strip():
+            raise ValueError(f"{source}, line {line}: the 'image' cell is empty or missing.")
+        paths.append(root / row["image"].strip())
+    return paths
 
 
 def _top_k_cells(probs: torch.Tensor, names: list[str], k: int) -> list[list[str]]:

@@ -212,8 +212,27 @@ def _from_yaml_data(data: object, name: str, source: str = "") -> LabelSet:
         if not isinstance(classes, Mapping):
             raise ValueError(f"{where}: 'classes' must map each class name to its synonyms.")
         modality = data.get("modality")
+        if modality not in (None, "clinical", "dermoscopic", "pathology"):
+            raise ValueError(
+                f"{where}: modality {modality!r} is not one of clinical, dermoscopic, pathology."
+            )
         return LabelSet.from_mapping(str(data.get("name") or name), classes, modality)
     return LabelSet.from_mapping(name, data)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses a mapping naming the same key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_label_set(spec: str) -> LabelSet:
@@ -231,9 +250,17 @@ def load_label_set(spec: str) -> LabelSet:
         if not path.is_file():
             raise FileNotFoundError(f"Label file not found: {path}")
         try:
-            data = yaml.safe_load(read_text(path))
+            data = yaml.load(read_text(path), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
         except yaml.YAMLError as err:
             raise ValueError(f"{path} is not valid YAML: {err}") from None
         return _from_yaml_data(data, path.stem, str(path))
     names = [name.strip() for name in spec.split(",") if name.strip()]
+    if len(names) == 1:
+        raise ValueError(
+            f"{spec!r} is not a built-in label set ({', '.join(builtin_names())}), a YAML "
+            "file, or a comma-separated list of at least two classes."
+        )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Label list {spec!r} names {duplicates[0]!r} twice.")
     return LabelSet.from_mapping("custom", {name: [] for name in names})

@@ -85,3 +85,17 @@ def test_reliability_bins_and_selective_accuracy():
     # At 0.6 the images with confidence 0.70, 0.78, 0.62, 0.78 remain, all right.
     assert rows[1]["coverage"] == pytest.approx(4 / 6) and rows[1]["accuracy"] == 1.0
     assert rows[2] == {"threshold": 0.9, "coverage": 0.0, "accuracy": None}
+
+
+@pytest.mark.parametrize(
+    ("probs", "targets", "message"),
+    [
+        (PROBS, TARGETS[:5], "disagree"),
+        (PROBS, torch.tensor([0, 0, 1, 1, 2, 3]), "targets must lie"),
+        (PROBS * 3, TARGETS, "summing to 1"),
+        (torch.full((6, 3), float("nan")), TARGETS, "finite"),
+    ],
+)
+def test_score_refuses_what_would_be_silently_wrong(probs, targets, message):
+    with pytest.raises(ValueError, match=message):
+        C.score(probs, targets, resamples=0)

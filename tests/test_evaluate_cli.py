@@ -94,6 +94,13 @@ def test_report_on_atlas_shards_and_split_misuse(tiny_shards, tmp_path, caplog):
     assert set(report["zeroshot"]["subgroups"]) == {"modality", "sex", "location"}
     # The synthetic shards carry no seven-point annotations.
     assert report["concepts"]["blue-whitish veil"]["auroc"] is None
+    assert "NaN" not in (out / "report.json").read_text()  # undefined metrics are null
+    # Rerun into the same folder without calibration and probe: their figures go.
+    args = ["evaluate", str(tiny_shards), "--out", str(out), "--resamples", "0", *FAST]
+    assert main([*args, "--no-calibration", "--probe-train", "", "--no-concepts"]) == 0
+    assert not (out / "confusion_probe.png").exists()
+    assert not (out / "temperature.json").exists()
+    assert (out / "confusion_zeroshot.png").exists()
     with caplog.at_level(logging.ERROR):
         args = ["evaluate", str(tiny_shards), "--out", str(out), "--calibration-split", "test"]
         assert main(args) == 2

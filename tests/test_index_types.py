@@ -168,3 +168,36 @@ def test_filter_forms():
     assert allowed_rows(items, {"a": lambda v: v > 1, "b": "y"}).tolist() == [False, False, True]
     with pytest.raises(ValueError, match="must map field names"):
         allowed_rows(items, [("a", 1)])
+
+
+def test_refused_replace_loses_nothing_and_the_only_case_can_be_replaced(tmp_path):
+    vectors = clustered(6)
+    items = items_for(6)  # cases case0..case2, two images each
+    idx = CaseIndex.build(vectors, items, MODEL)
+    clash = [{"key": "img2", "case_id": "case0"}]  # img2 belongs to case1
+    with pytest.raises(ValueError, match="belongs to another case"):
+        idx.replace("case0", vectors[:1], clash)
+    assert len(idx) == 6 and [i["key"] for i in idx.case_items("case0")] == ["img0", "img1"]
+    with pytest.raises(ValueError, match="use remove"):
+        idx.replace("case0", vectors[:0], [])
+
+    solo = CaseIndex.build(vectors[:1], items[:1], MODEL, index_type="hnsw")
+    solo.replace(
+        "case0",
+        vectors[1:3],
+        [{"key": "n1", "case_id": "case0"}, {"key": "n2", "case_id": "case0"}],
+    )
+    assert [i["key"] for i in solo.case_items("case0")] == ["n1", "n2"]
+    assert idx.remove(["case1", "case1"]) == 2  # a case named twice goes once
+    assert idx.remove("case2") == 2 and idx.case_ids == ["case0"]  # a bare id is one case
+
+
+def test_search_parameters_must_be_positive_and_odd_paths_load(tmp_path):
+    vectors = clustered(50)
+    idx = CaseIndex.build(vectors, items_for(50), MODEL)
+    for bad in ({"nprobe": 0}, {"ef_search": -1}, {"nprobe": 1.5}):
+        with pytest.raises(ValueError, match="positive integer"):
+            idx.search(vectors[0], **bad)
+    folder = idx.save(tmp_path / "my#index?v=1 %20")
+    assert len(CaseIndex.load(folder)) == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my#index?v=1 %20"]

@@ -110,3 +110,27 @@ def test_missing_file_and_unknown_builtin():
 def test_from_mapping_keeps_order():
     label_set = LabelSet.from_mapping("t", {"z": [], "a": []})
     assert label_set.names == ["z", "a"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("ham1000", "not a built-in label set"),
+        ("HAM10000", "not a built-in label set"),
+        ("a,a", "names 'a' twice"),
+    ],
+)
+def test_specs_that_are_not_label_sets(spec, message):
+    with pytest.raises(ValueError, match=message):
+        load_label_set(spec)
+
+
+def test_yaml_duplicate_keys_and_bad_modality(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("Nevus: [mole]\nMelanoma: [mm]\nNevus: [naevus]\n")
+    with pytest.raises(ValueError, match="appears twice"):
+        load_label_set(str(dup))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modality: xray\nclasses:\n  a: [x]\n  b: [y]\n")
+    with pytest.raises(ValueError, match="bad.yaml: modality 'xray'"):
+        load_label_set(str(bad))

@@ -133,6 +133,20 @@ def bootstrap_intervals(
     return intervals
 
 
+def check_inputs(probs: torch.Tensor, targets: torch.Tensor) -> None:
+    """Refuse what would give silently wrong metrics: mismatched lengths, targets outside the
+    classes, and rows that are not probability distributions (logits, NaN)."""
+    if len(targets) == 0:
+        raise ValueError("No labelled images to score.")
+    if probs.ndim != 2 or len(probs) != len(targets):
+        raise ValueError(f"probs {tuple(probs.shape)} and targets ({len(targets)},) disagree.")
+    if targets.min() < 0 or targets.max() >= probs.shape[1]:
+        raise ValueError(f"targets must lie in 0..{probs.shape[1] - 1}.")
+    sums = probs.sum(dim=1)
+    if not torch.isfinite(probs).all() or (probs < 0).any() or (sums - 1).abs().max() > 1e-3:
+        raise ValueError("probs must be finite, non-negative rows summing to 1 (not logits).")
+
+
 def score(probs: torch.Tensor, targets: torch.Tensor, resamples: int = 500, seed: int = 0) -> dict:
     """All report metrics, their 95% intervals and the confusion matrix.
 
@@ -142,8 +156,7 @@ def score(probs: torch.Tensor, targets: torch.Tensor, resamples: int = 500, seed
         resamples: Bootstrap resamples; 0 skips the intervals.
         seed: Bootstrap seed.
     """
-    if len(targets) == 0:
-        raise ValueError("No labelled images to score.")
+    check_inputs(probs, targets)
     metrics = metric_functions(probs.shape[1])
     result = {"n": len(targets), **{name: fn(probs, targets) for name, fn in metrics.items()}}
     if resamples:

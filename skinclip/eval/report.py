@@ -143,6 +143,18 @@ def _nll(probs: torch.Tensor, targets: torch.Tensor) -> float:
     return float(torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), targets))
 
 
+def _json_safe(value):
+    """NaN (an undefined metric, e.g. AUROC of a one-class subgroup) becomes null: strict JSON
+    readers reject NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_report(report: dict, out: Path) -> list[Path]:
     """Write ``report.json``, ``report.md`` and the PNG figures into ``out``.
 
@@ -151,6 +163,10 @@ def write_report(report: dict, out: Path) -> list[Path]:
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # A reused folder must not keep figures of methods this report does not have.
+    for stale in (*out.glob("confusion_*.png"), out / "reliability.png", out / "temperature.json"):
+        stale.unlink(missing_ok=True)
+    report = _json_safe(report)
     names = report["classes"]
     written = []
     for method in ("zeroshot", "zeroshot_calibrated", "probe"):
