@@ -91,6 +91,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
     from skinclip.labels import load_label_set
 
+    if args.resamples < 0:
+        raise ValueError(f"--resamples must be 0 (no intervals) or more; got {args.resamples}.")
     shards = is_shard_folder(Path(args.benchmark))
     options = EvaluateOptions(
         benchmark=Path(args.benchmark),
@@ -201,6 +203,15 @@ def cmd_index(args: argparse.Namespace) -> None:
 
     splits = tuple(dict.fromkeys(args.splits)) if getattr(args, "splits", None) else ()
     if args.action == "build":
+        if not 0 < args.target_recall <= 1:
+            raise ValueError(f"--target-recall is a fraction in (0, 1]; got {args.target_recall}.")
+        out = output_dir(args.out)
+        # Refused before encoding, not after: a non-empty folder that is not an index.
+        if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
+            raise ValueError(
+                f"{out} is a non-empty folder without manifest.json, so not an index; choose an "
+                "empty or new --out."
+            )
         budget = args.memory_budget_mb * 2**20 if args.memory_budget_mb else None
         index = build_case_index(
             _load_bundle(args),
@@ -212,7 +223,7 @@ def cmd_index(args: argparse.Namespace) -> None:
             target_recall=args.target_recall,
             num_workers=args.workers,
         )
-        index.save(output_dir(args.out))
+        index.save(out)
         note = index.spec.note
         print(
             f"Indexed {len(index)} {args.content} of {index.n_cases} case(s) as "
@@ -228,7 +239,7 @@ def cmd_index(args: argparse.Namespace) -> None:
         message = f"Added {counts['added']} case(s), replaced {counts['replaced']}"
     else:
         removed = index.remove(args.case_id)
-        message = f"Removed {len(args.case_id)} case(s) ({removed} item(s))"
+        message = f"Removed {len(set(args.case_id))} case(s) ({removed} item(s))"
     index.save(Path(args.index))
     print(f"{message}; the index now holds {len(index)} item(s) of {index.n_cases} case(s).")
 

@@ -87,3 +87,9 @@ def test_probe_chooses_c_by_grouped_cv_and_predicts_held_out_points():
     assert torch.all(probs[:, 3] == 0)  # class 3 never seen in training
     with pytest.raises(ValueError, match="at least two classes"):
         fit_probe(embeds[:5], torch.zeros(5, dtype=torch.long), groups[:5], 3)
+
+
+def test_probe_needs_two_cases_per_class():
+    embeds = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="two cases of every class"):
+        fit_probe(embeds, torch.tensor([0, 0, 1]), ["a", "b", "c"], 2)

@@ -7,11 +7,14 @@ benchmark that never contains a class is not scored as if it had missed it.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 import torchmetrics.functional.classification as tmf
+
+logger = logging.getLogger(__name__)
 
 # Calibration bins for ECE and the reliability diagram.
 ECE_BINS = 15
@@ -180,7 +183,10 @@ def subgroup_scores(
     """
     result: dict[str, dict[str, dict]] = {}
     metrics = metric_functions(probs.shape[1])
+    known = sorted({key for meta in metas for key in meta})
     for column in columns:
+        if column not in known:
+            logger.warning("No image has a %r field; the fields are: %s", column, ", ".join(known))
         groups: dict[str, list[int]] = {}
         for i, meta in enumerate(metas):
             value = meta.get(column)

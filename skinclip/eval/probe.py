@@ -75,6 +75,11 @@ def fit_probe(
         raise ValueError("A linear probe needs training images of at least two classes.")
     # Each fold needs every class, so there can be no more folds than the rarest class has cases.
     rarest = min(len(set(np.asarray(groups)[y == c])) for c in present)
+    if rarest < 2:
+        raise ValueError(
+            "Choosing C by cross-validation needs at least two cases of every class in the "
+            "probe's training data; one class has a single case."
+        )
     folds = max(2, min(folds, rarest))
     search = GridSearchCV(
         LogisticRegression(max_iter=2000, class_weight="balanced"),

@@ -127,9 +127,15 @@ def from_benchmark(
     bench.log_gaps()
     rows = [i for i, ok in enumerate(keep) if ok]
     if not rows:
+        missing = bench.left_out.get("image file missing", 0)
+        hint = (
+            "Check --image-root (image paths resolve against it)."
+            if missing
+            else "Check --labels: the label set must name the input's classes."
+        )
         raise ValueError(
             f"None of the {bench.rows} row(s) of {bench.name} could be evaluated: "
-            f"{bench.left_out}. Check --image-root (image paths resolve against it)."
+            f"{bench.left_out or 'the input has no rows'}. {hint}"
         )
     metas = [
         {**bench.metas[i], "modality": bench.metas[i].get("modality") or modality} for i in rows
