@@ -456,8 +456,8 @@ class CaseIndex:
     def _rows_of(self, case_id: str) -> list[int]:
         if case_id not in self._case_rows:
             raise ValueError(
-                f"case_id {case_id!r} is not in this index of {self.n_cases} cases; "
-                "see CaseIndex.case_ids for the valid ones."
+                f"case_id {case_id!r} is not in this index of {self.n_cases} cases (ids look "
+                f"like {', '.join(map(repr, self.case_ids[:3]))})."
             )
         return self._case_rows[case_id]
 

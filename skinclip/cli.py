@@ -445,7 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=positive_int, default=5)
     p.add_argument("--unit", default="case", choices=["case", "item"])
     p.add_argument(
-        "--where", nargs="*", default=[], help="filters FIELD=VALUE, e.g. modality=dermoscopic"
+        "--where",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="filters FIELD=VALUE, e.g. modality=dermoscopic; repeatable, and a field given "
+        "twice matches either value",
     )
     p.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists to visit")
     p.add_argument("--ef-search", type=positive_int, default=None, help="HNSW beam width")

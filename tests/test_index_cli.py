@@ -101,3 +101,13 @@ def test_cross_modality_and_precision_by_hand():
     precision = diagnosis_precision(index, test, "diagnosis")
     assert precision["P@1"] == 1.0
     assert precision["P@5"] == 0.5  # both train cases returned; one matches each query
+
+
+def test_repeated_where_flags_combine(tiny_shards, tmp_path, capsys):
+    ix = str(tmp_path / "ix")
+    assert main(["index", "build", "--shards", str(tiny_shards), "--out", ix, *FAST]) == 0
+    capsys.readouterr()
+    query = ["search", "--index", ix, "--text", "nevus", "--k", "10", "--unit", "item", *FAST]
+    assert main([*query, "--where", "modality=clinical", "--where", "diagnosis=nevus"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all("[clinical]" in line and " nevus " in line for line in lines)
