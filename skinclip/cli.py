@@ -488,18 +488,24 @@ COMMANDS = {
 }
 
 
+def exit_code(log: logging.Logger, command, *args) -> int:
+    """Run a subcommand: 0 on success; 2, with the message logged and no traceback, for the
+    errors that mean bad input (a missing file, an invalid value)."""
+    try:
+        command(*args)
+    except (FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        try:
-            cmd_train(argparse.Namespace(), argv[1:])
-        except (FileNotFoundError, ValueError) as err:
-            logger.error("%s", err)
-            return 2
-        return 0
+        return exit_code(logger, cmd_train, argparse.Namespace(), argv[1:])
     if (
         argv[:1] == ["index"]
         and argv[1:2]
@@ -515,12 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in ("skinclip", "index"):
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        COMMANDS[args.command](args)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
-    return 0
+    return exit_code(logger, COMMANDS[args.command], args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
+from skinclip.cli import exit_code
+
 logger = logging.getLogger("skinvl")
 
 
@@ -108,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv[:1] == ["train"]:
-        try:
-            run_training(argv[1:])
-        except (FileNotFoundError, ValueError) as err:
-            logger.error("%s", err)
-            return 2
-        return 0
+        return exit_code(logger, run_training, argv[1:])
     parser = argparse.ArgumentParser(prog="skinvl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train a stage (e.g. --config configs/skinvl_align.yaml)")
@@ -133,12 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     args = parser.parse_args(argv)
-    try:
-        {"ask": cmd_ask, "evaluate": cmd_evaluate}[args.command](args)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
-    return 0
+    return exit_code(logger, {"ask": cmd_ask, "evaluate": cmd_evaluate}[args.command], args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ IMAGE_TOKEN = "<image>"
 PROMPT_TEMPLATE = "{image}\nquestion: {question}\nanswer:"
 IGNORE = -100
 PROJECTORS = ("linear", "mlp")
+STRATEGIES = ("greedy", "beam", "sample")  # decoding strategies of `generate`
 
 
 def default_language_model_path() -> Path:
@@ -178,12 +179,6 @@ class SkinVL(nn.Module):
         return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
 
 
-class Generation:
-    """Decoding settings for :meth:`SkinVL.generate`."""
-
-    STRATEGIES = ("greedy", "beam", "sample")
-
-
 def _left_pad(rows: list[torch.Tensor], pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (L_i, D) rows to (B, L, D), padding on the left so every prompt ends together."""
     width = max(r.shape[0] for r in rows)
@@ -224,8 +219,8 @@ def generate(
     Raises:
         ValueError: On an unknown strategy, an empty question or a count mismatch.
     """
-    if strategy not in Generation.STRATEGIES:
-        raise ValueError(f"strategy must be one of {Generation.STRATEGIES}; got {strategy!r}.")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
     if len(questions) != images.shape[0]:
         raise ValueError(f"Got {len(questions)} questions for {images.shape[0]} images.")
     if any(not q.strip() for q in questions):

@@ -15,18 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from skinclip.data.atlas import diagnosis_group
-from skinclip.data.captions import CRITERIA, build_captions, diagnosis_phrase, site_phrase
+from skinclip.data.captions import (
+    CRITERIA,
+    FINDING_NOUN,
+    build_captions,
+    diagnosis_phrase,
+    field_value,
+    site_phrase,
+)
 
-# Criterion field -> (the finding's name in a question, the wording of its types).
-_CRITERION_NAMES = {
-    "pigment_network": "pigment network",
-    "streaks": "streaks",
-    "pigmentation": "pigmentation",
-    "regression_structures": "regression structures",
-    "dots_and_globules": "dots and globules",
-    "blue_whitish_veil": "blue-whitish veil",
-    "vascular_structures": "vascular structures",
-}
+# How questions name each seven-point criterion: the caption nouns, except that "vessels"
+# would not read as a singular subject ("Is vessels present?").
+_CRITERION_NAMES = {**FINDING_NOUN, "vascular_structures": "vascular structures"}
 
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "diagnosis": (
@@ -56,8 +56,6 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
     "describe": ("Describe this lesion.", "What do you see in this image?"),
 }
 
-_ABSENT = {"", "absent", "nan", "none"}
-
 
 @dataclass(frozen=True)
 class QAPair:
@@ -79,12 +77,6 @@ class QAPair:
     phrasing: int = 0
 
 
-def _value(meta: Mapping[str, object], field: str) -> str | None:
-    raw = meta.get(field)
-    text = " ".join(str(raw).replace("_", " ").split()) if raw is not None else ""
-    return None if text.lower() in _ABSENT else text
-
-
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
@@ -92,7 +84,7 @@ def _sentence(text: str) -> str:
 def _questions(meta: Mapping[str, object], modality: str) -> list[tuple[str, str, str, bool]]:
     """(kind, phrasing key, answer, closed) for every question the fields can answer."""
     out = []
-    diagnosis = _value(meta, "diagnosis")
+    diagnosis = field_value(meta, "diagnosis")
     if diagnosis:
         out.append(("diagnosis", "diagnosis", _sentence(diagnosis_phrase(diagnosis)), False))
         group = diagnosis_group(diagnosis)
@@ -101,13 +93,13 @@ def _questions(meta: Mapping[str, object], modality: str) -> list[tuple[str, str
     out.append(
         ("modality", "modality", "clinical" if modality == "clinical" else "dermoscopic", True)
     )
-    site = site_phrase(_value(meta, "location"))
+    site = site_phrase(field_value(meta, "location"))
     if site:
         out.append(("site", "site", _sentence(site), False))
-    elevation = _value(meta, "elevation")
+    elevation = field_value(meta, "elevation")
     if elevation:
         out.append(("elevation", "elevation", elevation.lower(), True))
-    management = _value(meta, "management")
+    management = field_value(meta, "management")
     if management:
         out.append(("management", "management", _sentence(management), False))
     if modality == "dermoscopic":
@@ -115,7 +107,7 @@ def _questions(meta: Mapping[str, object], modality: str) -> list[tuple[str, str
             raw = meta.get(field)
             if raw is None:
                 continue  # not annotated: no question rather than a guessed "no"
-            value = _value(meta, field)
+            value = field_value(meta, field)
             out.append((f"presence:{field}", "presence", "yes" if value else "no", True))
             if value and field != "blue_whitish_veil":  # the veil has no types
                 out.append((f"type:{field}", "type", value.lower(), False))
@@ -142,7 +134,7 @@ def qa_pairs(
         phrasings = PHRASINGS[key] if all_phrasings else PHRASINGS[key][:1]
         for i, phrasing in enumerate(phrasings):
             pairs.append(QAPair(kind, phrasing.format(name), answer, closed, i))
-    captions = build_captions(meta, modality) if _value(meta, "diagnosis") else ()
+    captions = build_captions(meta, modality) if field_value(meta, "diagnosis") else ()
     if captions:
         phrasings = PHRASINGS["describe"] if all_phrasings else PHRASINGS["describe"][:1]
         for i, phrasing in enumerate(phrasings):

@@ -85,7 +85,7 @@ _FINDING_WORDING = {
 }
 
 # Used for values outside the atlas vocabulary: "<value> <noun>" keeps the row's own words.
-_FINDING_NOUN = {
+FINDING_NOUN = {
     "pigment_network": "pigment network",
     "streaks": "streaks",
     "pigmentation": "pigmentation",
@@ -102,7 +102,8 @@ _MODALITY_NOUN = {
 }
 
 
-def _value(row: Mapping[str, object], field: str) -> str | None:
+def field_value(row: Mapping[str, object], field: str) -> str | None:
+    """A field's text with underscores as spaces, or None when it is missing or "absent"."""
     raw = row.get(field)
     if raw is None:
         return None
@@ -133,7 +134,7 @@ def site_phrase(location: str | None, article: bool = False) -> str | None:
     Returns:
         The wording, or ``None`` when the location is missing.
     """
-    text = _value({"location": location}, "location")
+    text = field_value({"location": location}, "location")
     if text is None:
         return None
     bare, with_article = _SITE_WORDING.get(text.lower(), (text, text))
@@ -151,13 +152,13 @@ def finding_phrases(row: Mapping[str, object]) -> list[str]:
     """
     phrases = []
     for field in CRITERIA:
-        value = _value(row, field)
+        value = field_value(row, field)
         if value is None:
             continue
         phrase = _FINDING_WORDING[field].get(value.lower())
         if phrase is None:
             logger.debug("No wording for %s=%r; using the raw value", field, value)
-            phrase = f"{value} {_FINDING_NOUN[field]}"
+            phrase = f"{value} {FINDING_NOUN[field]}"
         phrases.append(phrase)
     return phrases
 
@@ -206,16 +207,16 @@ def build_captions(row: Mapping[str, object], modality: str) -> tuple[str, ...]:
     """
     if modality not in _MODALITY_NOUN:
         raise ValueError(f"Unknown modality {modality!r}; expected one of {list(_MODALITY_NOUN)}")
-    raw_dx = _value(row, "diagnosis")
+    raw_dx = field_value(row, "diagnosis")
     if raw_dx is None:
         return ()
     dx = diagnosis_phrase(raw_dx)
     noun = _MODALITY_NOUN[modality]
     adj = noun.split()[0]
-    site = site_phrase(_value(row, "location"), article=True)
-    site_bare = site_phrase(_value(row, "location"))
-    sex = _value(row, "sex")
-    elev = _value(row, "elevation")
+    site = site_phrase(field_value(row, "location"), article=True)
+    site_bare = site_phrase(field_value(row, "location"))
+    sex = field_value(row, "sex")
+    elev = field_value(row, "elevation")
     findings = _join(finding_phrases(row)) if modality == "dermoscopic" else ""
 
     on_site = f"on {site}" if site else None
