@@ -171,6 +171,16 @@ class CaseIndex:
         """A copy of the metadata row of image ``row``."""
         return dict(self._items[row])
 
+    def matching_cases(self, where: Where | None = None) -> list[str]:
+        """Case ids with at least one image that passes ``where``, in index order."""
+        mask = allowed_rows(self._items, where)
+        rows = range(len(self._items)) if mask is None else np.flatnonzero(mask).tolist()
+        return list(dict.fromkeys(self._items[row]["case_id"] for row in rows))
+
+    def field_values(self, field: str) -> list[str]:
+        """The distinct values one metadata field takes, as sorted text (for filter menus)."""
+        return sorted({str(i[field]) for i in self._items if i.get(field) is not None})
+
     def case_items(self, case_id: str) -> list[dict]:
         """Copies of the metadata rows of every image of one case, in index order."""
         return [dict(self._items[row]) for row in self._rows_of(case_id)]

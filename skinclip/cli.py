@@ -473,7 +473,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
+
+    p = sub.add_parser("app", help="start the case explorer in the browser (Streamlit)")
+    p.add_argument("--config", help="YAML with checkpoint, index, shards, skinvl, max_upload_mb")
+    p.add_argument("--checkpoint", help="SkinCLIP checkpoint or exported folder")
+    p.add_argument("--index", help="case index folder")
+    p.add_argument("--shards", help="shard folder holding the indexed case images")
+    p.add_argument("--skinvl", help="SkinVL checkpoint")
+    p.add_argument("--max-upload-mb", type=float, help="largest upload (default 20)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default loopback)")
+    p.add_argument("--port", type=positive_int, default=8501)
     return parser
+
+
+def cmd_app(args: argparse.Namespace) -> None:
+    import math
+    import subprocess
+
+    import app
+    from app.config import parse_config
+
+    app_args = []
+    for name in ("config", "checkpoint", "index", "shards", "skinvl", "max_upload_mb"):
+        if getattr(args, name) is not None:
+            app_args += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    config = parse_config(app_args)  # bad arguments fail here, before a server starts
+    script = Path(app.__file__).with_name("explorer.py")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.address", args.host,
+        "--server.port", str(args.port),
+        "--server.headless", "true",
+        "--server.maxUploadSize", str(math.ceil(config.max_upload_mb)),
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
+        "--", *app_args,
+    ]  # fmt: skip
+    logger.info("Serving the explorer on http://%s:%d (Ctrl-C stops it)", args.host, args.port)
+    try:
+        returncode = subprocess.call(command)
+    except KeyboardInterrupt:
+        return
+    if returncode:
+        raise SystemExit(returncode)
 
 
 COMMANDS = {
@@ -485,6 +527,7 @@ COMMANDS = {
     "search": cmd_search,
     "retrieval-report": cmd_retrieval_report,
     "quickstart": cmd_quickstart,
+    "app": cmd_app,
 }
 
 

@@ -57,6 +57,7 @@ class SkinVLModule(L.LightningModule):
             self.load_state_dict(state)
             logger.info("Started from %s", init_from)
         self._set_trainable()
+        self.train()  # Lightning keeps each module's mode; set the stage's modes once here
 
     def _set_trainable(self) -> None:
         hp = self.hparams
@@ -71,6 +72,15 @@ class SkinVLModule(L.LightningModule):
                 r=hp.lora_rank, lora_alpha=2 * hp.lora_rank, target_modules="all-linear"
             )
             self.model.language_model = get_peft_model(self.model.language_model, config)
+
+    def train(self, mode: bool = True) -> SkinVLModule:
+        super().train(mode)
+        # Frozen parts stay in inference mode: the encoder's BatchNorm statistics must not
+        # drift away from what SkinCLIP learnt, and neither frozen part should drop activations.
+        self.model.encoder.eval()
+        if not any(p.requires_grad for p in self.model.language_model.parameters()):
+            self.model.language_model.eval()
+        return self
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

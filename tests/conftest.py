@@ -110,3 +110,32 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
             records.append(ImageRecord(key, path, (caption, f"{group}, {modality}"), meta))
     write_shards(records, root / "shards", shard_size=5, source_name="tiny")
     return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def explorer_files(tiny_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """What the case explorer loads, built small: a SkinCLIP export (64 px, untrained
+    projections), a case index of the tiny shards made with it, and a SkinVL checkpoint
+    trained for two steps."""
+    from app.resources import load_skinclip
+    from skinclip.model.towers import create_skinclip, export_open_clip
+    from skinclip.retrieval import build_case_index
+    from skinvl.cli import main as skinvl_main
+
+    root = tmp_path_factory.mktemp("explorer")
+    export = export_open_clip(create_skinclip(image_size=64), root / "skinclip")
+    bundle = load_skinclip(str(export))  # the model id the explorer will see
+    build_case_index(bundle, tiny_shards, num_workers=0).save(root / "index")
+    args = ["train", "--model.stage", "instruct", "--model.projector", "linear"]
+    args += ["--model.image_size", "64", "--model.total_steps", "2"]
+    args += ["--data.shards", str(tiny_shards), "--data.batch_size", "4"]
+    args += ["--data.num_workers", "0", "--trainer.max_steps", "2"]
+    args += ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+    args += ["--trainer.default_root_dir", str(root / "skinvl")]
+    assert skinvl_main(args) == 0
+    return {
+        "checkpoint": str(export),
+        "index": str(root / "index"),
+        "shards": str(tiny_shards),
+        "skinvl": str(root / "skinvl" / "checkpoints" / "last.ckpt"),
+    }

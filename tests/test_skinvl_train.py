@@ -13,7 +13,8 @@ from skinvl.qa import PHRASINGS
 
 def _fit(stage: str, shards, tmp_path) -> tuple[SkinVLModule, dict]:
     module = SkinVLModule(stage=stage, projector="linear", image_size=64, total_steps=2)
-    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    # Buffers too: the frozen encoder's BatchNorm running statistics must not move either.
+    before = {n: p.detach().clone() for n, p in module.state_dict().items()}
     data = QADataModule(str(shards), stage=stage, image_size=64, batch_size=4, num_workers=0)
     trainer = L.Trainer(
         max_steps=2,
@@ -31,7 +32,7 @@ def _fit(stage: str, shards, tmp_path) -> tuple[SkinVLModule, dict]:
 def _changed(module, before, prefix: str) -> bool:
     return any(
         not torch.equal(p.detach(), before[n])
-        for n, p in module.named_parameters()
+        for n, p in module.state_dict().items()
         if n.startswith(prefix)
     )
 

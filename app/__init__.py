@@ -1,0 +1,1 @@
+"""The SkinCLIP case explorer, a Streamlit page (``skinclip app``)."""
