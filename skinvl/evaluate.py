@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import webdataset as wds
+from tqdm import tqdm
 
 from skinclip.data.atlas import ATLAS_4CLASS
 from skinclip.data.images import decode_image
@@ -42,7 +43,8 @@ def _questions(shards: Path, split: str, image_size: int) -> Iterator[tuple]:
 
 def _answer(model: SkinVL, items: list[tuple], blank: bool, max_new_tokens: int, batch: int):
     answers = []
-    for start in range(0, len(items), batch):
+    desc = "blank-image baseline" if blank else "SkinVL"
+    for start in tqdm(range(0, len(items), batch), desc=desc, unit="batch"):
         chunk = items[start : start + batch]
         images = torch.stack([image for image, _, _ in chunk])
         if blank:

@@ -107,3 +107,12 @@ def test_config_layers_defaults_file_and_arguments(tmp_path):
         parse_config(["--config", str(tmp_path / "none.yaml")])
     with pytest.raises(ValueError, match="max_upload_mb must be a positive number"):
         parse_config(["--max-upload-mb", "0"])
+
+
+def test_skinclip_app_refuses_bad_arguments_before_serving(tmp_path, caplog):
+    from skinclip.cli import main
+
+    assert main(["app", "--max-upload-mb", "-1"]) == 2
+    assert main(["app", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "max_upload_mb must be a positive number" in caplog.text
+    assert "App config not found" in caplog.text
