@@ -62,28 +62,44 @@ def load_trained(checkpoint: str):
     return module.model.eval(), module.hparams.image_size
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_ask(args: argparse.Namespace) -> None:
+    """Answer each question about one image, in one batch; one answer per line, or
+    ``question<TAB>answer`` lines when there are several."""
     from skinclip.data.images import decode_image
     from skinclip.train.transforms import eval_transform
     from skinvl.model import generate
 
-    model, image_size = load_trained(args.checkpoint)
     image_path = Path(args.image)
     if not image_path.is_file():
         raise FileNotFoundError(f"Image not found: {image_path}")
     try:
-        image = eval_transform(image_size)(decode_image(image_path.read_bytes()))
+        picture = decode_image(image_path.read_bytes())
     except OSError as err:
         raise ValueError(f"Cannot read {image_path} as an image ({err}).") from None
+    if any(not q.strip() for q in args.question):
+        raise ValueError("A question is empty; ask something about the image.")
+    model, image_size = load_trained(args.checkpoint)  # checked after the cheap inputs
+    image = eval_transform(image_size)(picture)
     answers = generate(
         model,
-        image[None],
-        [args.question],
+        image[None].repeat(len(args.question), 1, 1, 1),
+        args.question,
         max_new_tokens=args.max_new_tokens,
         strategy=args.strategy,
         seed=args.seed,
     )
-    print(answers[0])
+    if len(answers) == 1:
+        print(answers[0])
+    else:
+        for question, answer in zip(args.question, answers, strict=True):
+            print(f"{question.strip()}\t{answer}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -97,6 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         Path(args.shards),
         args.skinclip_checkpoint,
         split=args.split,
+        max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         limit=args.limit,
     )
@@ -116,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="train a stage (e.g. --config configs/skinvl_align.yaml)")
     p = sub.add_parser("ask", help="answer a question about an image")
     p.add_argument("image")
-    p.add_argument("question")
+    p.add_argument("question", nargs="+", help="one or more questions, answered in one batch")
     p.add_argument("--checkpoint", required=True, help="a `skinvl train` last.ckpt")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
     p.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample"])
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("evaluate", help="atlas test split: SkinVL, blank image, SkinCLIP")
@@ -127,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skinclip-checkpoint", default=None, help="for the zero-shot baseline")
     p.add_argument("--out", required=True, help="folder for skinvl_report.json")
     p.add_argument("--split", default="test")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    p.add_argument("--limit", type=_positive, default=None, help="only the first N questions")
     args = parser.parse_args(argv)
     return exit_code(logger, {"ask": cmd_ask, "evaluate": cmd_evaluate}[args.command], args)
 

@@ -42,15 +42,24 @@ def _questions(shards: Path, split: str, image_size: int) -> Iterator[tuple]:
 
 
 def _answer(model: SkinVL, items: list[tuple], blank: bool, max_new_tokens: int, batch: int):
-    answers = []
+    """Answers in the order of ``items``.
+
+    Questions are batched by kind: generation stops when every answer in a batch has ended,
+    so a batch of yes/no questions is not held up by one "Describe this lesion." answer.
+    """
+    order = sorted(range(len(items)), key=lambda i: items[i][2].kind)
+    answers: list[str] = [""] * len(items)
     desc = "blank-image baseline" if blank else "SkinVL"
-    for start in tqdm(range(0, len(items), batch), desc=desc, unit="batch"):
-        chunk = items[start : start + batch]
-        images = torch.stack([image for image, _, _ in chunk])
+    for start in tqdm(range(0, len(order), batch), desc=desc, unit="batch"):
+        chunk = order[start : start + batch]
+        images = torch.stack([items[i][0] for i in chunk])
         if blank:
             images = torch.zeros_like(images)  # the normalised mean colour: no lesion at all
-        questions = [pair.question for _, _, pair in chunk]
-        answers += generate(model, images, questions, max_new_tokens=max_new_tokens)
+        questions = [items[i][2].question for i in chunk]
+        for i, answer in zip(
+            chunk, generate(model, images, questions, max_new_tokens=max_new_tokens), strict=True
+        ):
+            answers[i] = answer
     return answers
 
 
@@ -108,8 +117,8 @@ def evaluate_atlas(
     shards: Path,
     skinclip_checkpoint: str | None,
     split: str = "test",
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
     limit: int | None = None,
 ) -> dict:
     """The report: SkinVL, SkinVL with a blank image, and SkinCLIP zero-shot.

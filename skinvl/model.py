@@ -127,13 +127,23 @@ class SkinVL(nn.Module):
         language_model: A ``transformers`` causal LM.
         tokenizer: Its tokenizer; the image placeholder is added to it if missing.
         projector: ``linear`` or ``mlp``.
+        new_lm_weights: Names of language-model parameters that its checkpoint lacked and
+            that were freshly initialised (BERT's LM-head transform, for the MiniLM default).
     """
 
-    def __init__(self, encoder: VisualEncoder, language_model, tokenizer, projector: str = "mlp"):
+    def __init__(
+        self,
+        encoder: VisualEncoder,
+        language_model,
+        tokenizer,
+        projector: str = "mlp",
+        new_lm_weights: frozenset[str] = frozenset(),
+    ):
         super().__init__()
         self.encoder = encoder
         self.language_model = language_model
         self.tokenizer = tokenizer
+        self.new_lm_weights = frozenset(new_lm_weights)
         # New weights (projector, placeholder embedding) come from a fixed seed, so a fresh
         # model is the same in every process; the caller's random state is restored.
         with torch.random.fork_rng(devices=[]):
@@ -266,10 +276,11 @@ def generate(
 
 
 def load_language_model(path: str | Path | None = None):
-    """A causal LM and its tokenizer from a local path or name.
+    """A causal LM, its tokenizer and the names of the weights its checkpoint lacked.
 
     The default turns the shipped MiniLM into a decoder: BERT with causal masking and its
-    language-model head, the word-prediction weights tied to the pretrained embeddings.
+    language-model head, the word-prediction weights tied to the pretrained embeddings. The
+    sentence-embedding checkpoint has no LM-head transform, so those weights come back as new.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -288,8 +299,10 @@ def load_language_model(path: str | Path | None = None):
     # Weights missing from the checkpoint (BERT's LM-head transform) start from a fixed seed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_pretrained(source, config=config)
-    return model, AutoTokenizer.from_pretrained(source)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source, config=config, output_loading_info=True
+        )
+    return model, AutoTokenizer.from_pretrained(source), frozenset(info["missing_keys"])
 
 
 def from_skinclip(
@@ -303,5 +316,6 @@ def from_skinclip(
     from skinclip.model.towers import create_skinclip
 
     bundle = create_skinclip(pretrained=checkpoint, image_size=image_size)
-    model, tokenizer = load_language_model(language_model)
-    return SkinVL(VisualEncoder(bundle.model.visual.trunk), model, tokenizer, projector)
+    model, tokenizer, new_weights = load_language_model(language_model)
+    encoder = VisualEncoder(bundle.model.visual.trunk)
+    return SkinVL(encoder, model, tokenizer, projector, new_lm_weights=new_weights)

@@ -1,6 +1,8 @@
 """LightningModule for the two SkinVL training stages.
 
-Stage ``align`` trains the projector alone, the language model frozen, on captions. Stage
+Stage ``align`` trains the projector on captions with the language model frozen, except for
+weights the language model's checkpoint did not have (the default MiniLM has no trained
+LM-head transform; left random and frozen, no projector could make it say words). Stage
 ``instruct`` trains the projector and the language model (or LoRA adapters on it, through
 ``peft``) on question/answer pairs. The SkinCLIP image encoder stays frozen in both: it is
 what SkinCLIP learnt, and the atlas is too small to retrain it through a language model.
@@ -62,7 +64,11 @@ class SkinVLModule(L.LightningModule):
     def _set_trainable(self) -> None:
         hp = self.hparams
         self.model.encoder.requires_grad_(False)
-        self.model.language_model.requires_grad_(hp.stage == "instruct" and not hp.lora_rank)
+        lm = self.model.language_model
+        lm.requires_grad_(hp.stage == "instruct" and not hp.lora_rank)
+        if hp.stage == "align":
+            for name, param in lm.named_parameters():
+                param.requires_grad_(name in self.model.new_lm_weights)
         if hp.stage == "instruct" and hp.lora_rank:
             try:
                 from peft import LoraConfig, get_peft_model
@@ -78,8 +84,8 @@ class SkinVLModule(L.LightningModule):
         # Frozen parts stay in inference mode: the encoder's BatchNorm statistics must not
         # drift away from what SkinCLIP learnt, and neither frozen part should drop activations.
         self.model.encoder.eval()
-        if not any(p.requires_grad for p in self.model.language_model.parameters()):
-            self.model.language_model.eval()
+        if self.hparams.stage == "align":
+            self.model.language_model.eval()  # frozen body; the new head weights have no dropout
         return self
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

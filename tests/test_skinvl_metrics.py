@@ -52,3 +52,30 @@ def test_score_answers_by_modality_and_kind():
     assert derm["closed_overall"] == pytest.approx(2 / 3) and derm["open"] is None
     clin = result["clinical"]
     assert clin["closed_overall"] == 0.0 and clin["open"]["token_recall"] == 1.0
+
+
+def test_answers_batched_by_kind_come_back_in_question_order(monkeypatch):
+    import torch
+
+    from skinvl import evaluate
+    from skinvl.qa import QAPair
+
+    seen_images = []
+
+    def echo(model, images, questions, max_new_tokens):
+        seen_images.append(images.clone())
+        return [f"answer to {q}" for q in questions]
+
+    monkeypatch.setattr(evaluate, "generate", echo)
+    kinds = ["site", "diagnosis_group", "site", "presence:streaks", "diagnosis_group"]
+    items = [
+        (torch.full((3, 2, 2), float(i + 1)), "clinical", QAPair(kind, f"q{i}", "a", True))
+        for i, kind in enumerate(kinds)
+    ]
+    answers = evaluate._answer(None, items, blank=False, max_new_tokens=4, batch=2)
+    assert answers == [f"answer to q{i}" for i in range(5)]
+    # Sorted by kind (diagnosis_group, presence, site) so batches share an answer length.
+    assert [b[:, 0, 0, 0].tolist() for b in seen_images] == [[2.0, 5.0], [4.0, 1.0], [3.0]]
+    seen_images.clear()
+    evaluate._answer(None, items, blank=True, max_new_tokens=4, batch=8)
+    assert torch.count_nonzero(seen_images[0]) == 0

@@ -37,11 +37,19 @@ def _changed(module, before, prefix: str) -> bool:
     )
 
 
-def test_align_trains_the_projector_only(tiny_shards, tmp_path):
+def test_align_trains_the_projector_and_the_new_lm_head_only(tiny_shards, tmp_path):
     module, before = _fit("align", tiny_shards, tmp_path)
     assert _changed(module, before, "model.projector")
-    assert not _changed(module, before, "model.language_model")
+    # MiniLM's checkpoint has no LM-head transform: it starts random, so align must train it.
+    head = "model.language_model.cls.predictions.transform."
+    assert module.model.new_lm_weights >= {
+        "cls.predictions.transform.dense.weight",
+        "cls.predictions.transform.LayerNorm.weight",
+    }
+    assert _changed(module, before, head)
+    assert not _changed(module, before, "model.language_model.bert.")  # pretrained body frozen
     assert not _changed(module, before, "model.encoder")
+    assert not module.model.language_model.training  # frozen body: no dropout
 
 
 def test_instruct_trains_the_language_model_too(tiny_shards, tmp_path):
@@ -106,12 +114,14 @@ def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsy
     assert "Restored all states from the checkpoint" in caplog.text
 
     image = make_image("q.jpg", size=(64, 64))
+    capsys.readouterr()  # drop the training summary tables
     assert (
         main(
             [
                 "ask",
                 str(image),
                 "What is the diagnosis?",
+                "Is a blue-whitish veil present?",
                 "--checkpoint",
                 str(checkpoint),
                 "--max-new-tokens",
@@ -120,6 +130,13 @@ def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsy
         )
         == 0
     )
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [
+        "What is the diagnosis?",
+        "Is a blue-whitish veil present?",
+    ]
+    with pytest.raises(SystemExit):
+        main(["ask", str(image), "x", "--checkpoint", str(checkpoint), "--max-new-tokens", "0"])
     with caplog.at_level(logging.ERROR):
         assert main(["ask", str(image), "x", "--checkpoint", str(tmp_path / "no.ckpt")]) == 2
         assert main(["ask", str(tmp_path / "none.jpg"), "x", "--checkpoint", str(checkpoint)]) == 2
