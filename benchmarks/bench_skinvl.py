@@ -1,7 +1,7 @@
 """SkinVL throughput on this machine: training samples/s per stage, and generation tokens/s
 with the KV cache on against off, side by side in one run.
 
-Uses the default model (SkinCLIP image trunk, MiniLM decoder) on random images at 224 px, with
+Uses the default model (SkinCLIP image tower, MiniLM decoder) on random images at 224 px, with
 the frozen parts in eval mode and the mixed precision that `skinvl train` picks on this
 machine; speed does not depend on the weights. Align steps use a caption-length answer,
 instruct steps a one-word one, as the two stages mostly see. Generation is forced to the full
@@ -20,6 +20,7 @@ import torch
 
 from skinclip.train.module import default_precision
 from skinvl.model import from_skinclip, generate
+from skinvl.module import SkinVLModule
 
 logger = logging.getLogger("bench_skinvl")
 
@@ -30,27 +31,25 @@ CAPTION = (
 )
 
 
-def train_rate(model, stage: str, batch: int, steps: int = 5) -> float:
-    model.train()
-    model.encoder.eval()
-    model.encoder.requires_grad_(False)
-    model.language_model.requires_grad_(stage == "instruct")
-    if stage == "align":
-        model.language_model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
+def train_rate(stage: str, batch: int, steps: int = 5) -> float:
+    """Samples/s of ``SkinVLModule``'s own training step, with what the stage trains."""
+    module = SkinVLModule(stage=stage, image_size=224)
+    module.train()  # the module keeps its frozen parts in eval mode itself
+    params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     images = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     if stage == "align":
-        tokens = model.encode_batch(["Describe this lesion."] * batch, [CAPTION] * batch)
+        questions, answers = ["Describe this lesion."] * batch, [CAPTION] * batch
     else:
-        tokens = model.encode_batch(["Is a blue-whitish veil present?"] * batch, ["yes"] * batch)
+        questions, answers = ["Is a blue-whitish veil present?"] * batch, ["yes"] * batch
+    step_batch = {"images": images, "questions": questions, "answers": answers}
     bf16 = default_precision().startswith("bf16")
     for step in range(steps + 1):
         if step == 1:  # the first step pays for warm-up
             start = time.perf_counter()
         optimizer.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(images, tokens).loss
+            loss = module.answer_loss(step_batch)
         loss.backward()
         optimizer.step()
     return steps * batch / (time.perf_counter() - start)
@@ -74,7 +73,6 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = from_skinclip(None, projector="mlp", image_size=224)
     logger.info(
         "threads: %d, batch %d, precision %s",
         torch.get_num_threads(),
@@ -82,9 +80,8 @@ def main() -> None:
         default_precision(),
     )
     for stage in ("align", "instruct"):
-        logger.info(
-            "training, %s stage: %.1f samples/s", stage, train_rate(model, stage, args.batch)
-        )
+        logger.info("training, %s stage: %.1f samples/s", stage, train_rate(stage, args.batch))
+    model = from_skinclip(None, projector="mlp", image_size=224)
     cached = generation_rate(model, args.batch, args.tokens, use_cache=True)
     uncached = generation_rate(model, args.batch, args.tokens, use_cache=False)
     logger.info("generation, KV cache on : %.1f tokens/s", cached)

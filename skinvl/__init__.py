@@ -1,7 +1,8 @@
-"""SkinVL: generative visual question answering on skin images (work in progress).
+"""SkinVL: generative visual question answering on skin images.
 
-What exists so far: question/answer pairs generated from the atlas annotations
-(:mod:`skinvl.qa`) and the model (:mod:`skinvl.model`: SkinCLIP image trunk as visual tokens,
-linear or MLP projector, a causal language model, MiniLM as a decoder by default). Training
-stages, generation, the ``skinvl`` command and evaluation are not built yet.
+Question/answer pairs come from the atlas annotations or MM-Skin's files (:mod:`skinvl.qa`,
+:mod:`skinvl.data`); the model (:mod:`skinvl.model`) feeds the SkinCLIP image tower's
+embedding and feature map through a projector into a causal language model (MiniLM as a
+decoder by default); :mod:`skinvl.module` trains it in two stages; :mod:`skinvl.evaluate`
+scores it against a blank image and SkinCLIP zero-shot; :mod:`skinvl.cli` is ``skinvl``.
 """

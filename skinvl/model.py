@@ -3,6 +3,11 @@
 The image tower's spatial feature map (not only its pooled vector) becomes a sequence of
 visual tokens; the projector maps them to the language model's width; they are spliced into
 the prompt where the image placeholder stands. The loss covers the answer tokens only.
+
+One more visual token leads the sequence: the tower's SkinCLIP image embedding, the vector
+that contrastive training aligned with diagnosis and finding text. The spatial features
+come from before that alignment; with a few hundred training images the language model did
+not learn to read the diagnosis from them alone.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -32,16 +38,24 @@ def default_language_model_path() -> Path:
 
 
 class VisualEncoder(nn.Module):
-    """The SkinCLIP image trunk; returns its last feature map as (B, H*W, C) tokens."""
+    """The SkinCLIP image tower (an open_clip ``TimmModel``: timm trunk + projection head).
 
-    def __init__(self, trunk: nn.Module):
+    Returns the trunk's last feature map as (B, H*W, C) tokens and the tower's L2-normalised
+    SkinCLIP embedding (B, E), both from one pass through the trunk.
+    """
+
+    def __init__(self, visual: nn.Module):
         super().__init__()
-        self.trunk = trunk
-        self.width = int(trunk.num_features)
+        self.trunk = visual.trunk
+        self.head = visual.head
+        self.width = int(self.trunk.num_features)
+        with torch.no_grad():
+            self.embed_width = int(self.head(torch.zeros(1, self.width)).shape[-1])
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk.forward_features(images)  # (B, C, H, W)
-        return features.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        embedding = self.head(self.trunk.forward_head(features))  # (B, E)
+        return features.flatten(2).transpose(1, 2), F.normalize(embedding, dim=-1)
 
 
 def make_projector(kind: str, in_width: int, out_width: int) -> nn.Module:
@@ -123,7 +137,7 @@ class SkinVL(nn.Module):
     """Vision encoder + projector + causal language model.
 
     Args:
-        encoder: The SkinCLIP image trunk, wrapped (see :func:`from_skinclip`).
+        encoder: The SkinCLIP image tower, wrapped (see :func:`from_skinclip`).
         language_model: A ``transformers`` causal LM.
         tokenizer: Its tokenizer; the image placeholder is added to it if missing.
         projector: ``linear`` or ``mlp``.
@@ -153,7 +167,13 @@ class SkinVL(nn.Module):
                 language_model.resize_token_embeddings(len(tokenizer))
             width = language_model.get_input_embeddings().embedding_dim
             self.projector = make_projector(projector, encoder.width, width)
+            self.embedding_projector = make_projector(projector, encoder.embed_width, width)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    def visual_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + H*W, D): the projected SkinCLIP embedding, then the projected feature map."""
+        spatial, embedding = self.encoder(images)
+        return torch.cat([self.embedding_projector(embedding)[:, None], self.projector(spatial)], 1)
 
     def encode_batch(self, questions: list[str], answers: list[str]) -> Batch:
         """Tokenise prompts and answers; labels cover the answer (and its end token) only."""
@@ -176,7 +196,7 @@ class SkinVL(nn.Module):
 
     def forward(self, images: torch.Tensor, batch: Batch):
         """Language-model output with the loss on answer tokens."""
-        visual = self.projector(self.encoder(images))  # (B, V, D)
+        visual = self.visual_tokens(images)  # (B, V, D)
         embeds = self.language_model.get_input_embeddings()(batch.input_ids)
         embeds, mask, labels = splice(
             embeds,
@@ -238,7 +258,7 @@ def generate(
     if seed is not None:
         torch.manual_seed(seed)
     tok = model.tokenizer
-    visual = model.projector(model.encoder(images))  # (B, V, D)
+    visual = model.visual_tokens(images)  # (B, V, D)
     table = model.language_model.get_input_embeddings()
     rows = []
     for b, question in enumerate(questions):
@@ -311,11 +331,11 @@ def from_skinclip(
     projector: str = "mlp",
     image_size: int = 224,
 ) -> SkinVL:
-    """SkinVL whose encoder is the image trunk of a SkinCLIP checkpoint (or the untrained
+    """SkinVL whose encoder is the image tower of a SkinCLIP checkpoint (or the untrained
     default SkinCLIP model when ``checkpoint`` is None)."""
     from skinclip.model.towers import create_skinclip
 
     bundle = create_skinclip(pretrained=checkpoint, image_size=image_size)
     model, tokenizer, new_weights = load_language_model(language_model)
-    encoder = VisualEncoder(bundle.model.visual.trunk)
+    encoder = VisualEncoder(bundle.model.visual)
     return SkinVL(encoder, model, tokenizer, projector, new_lm_weights=new_weights)

@@ -1,9 +1,9 @@
 """LightningModule for the two SkinVL training stages.
 
-Stage ``align`` trains the projector on captions with the language model frozen, except for
+Stage ``align`` trains the projectors on captions with the language model frozen, except for
 weights the language model's checkpoint did not have (the default MiniLM has no trained
 LM-head transform; left random and frozen, no projector could make it say words). Stage
-``instruct`` trains the projector and the language model (or LoRA adapters on it, through
+``instruct`` trains the projectors and the language model (or LoRA adapters on it, through
 ``peft``) on question/answer pairs. The SkinCLIP image encoder stays frozen in both: it is
 what SkinCLIP learnt, and the atlas is too small to retrain it through a language model.
 """
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 class SkinVLModule(L.LightningModule):
     """Args:
-    skinclip_checkpoint: SkinCLIP checkpoint whose image trunk is the encoder.
+    skinclip_checkpoint: SkinCLIP checkpoint whose image tower is the encoder.
     language_model: Local folder or cached name of a causal LM (default: MiniLM decoder).
     projector: ``linear`` or ``mlp``.
     stage: ``align`` or ``instruct``.
@@ -89,15 +89,16 @@ class SkinVLModule(L.LightningModule):
         return self
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
+        loss = self.answer_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["questions"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss = self._loss(batch)
+        loss = self.answer_loss(batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["questions"]))
 
-    def _loss(self, batch: dict) -> torch.Tensor:
+    def answer_loss(self, batch: dict) -> torch.Tensor:
+        """Cross-entropy on the answer tokens of ``{"images", "questions", "answers"}``."""
         tokens = self.model.encode_batch(batch["questions"], batch["answers"])
         tokens.input_ids = tokens.input_ids.to(self.device)
         tokens.attention_mask = tokens.attention_mask.to(self.device)

@@ -45,11 +45,24 @@ def test_encoder_comes_from_the_skinclip_checkpoint(tmp_path):
     clip = create_skinclip(image_size=64).model
     with torch.no_grad():
         clip.visual.trunk.conv_stem.weight.mul_(0.5)  # differs from the ImageNet weights
+        clip.visual.head.proj.weight.normal_()  # and from the fixed-seed projection
     torch.save(clip.state_dict(), tmp_path / "skinclip.pt")
     vl = from_skinclip(str(tmp_path / "skinclip.pt"), projector="mlp", image_size=64)
-    expected = clip.visual.trunk.state_dict()
-    for name, tensor in vl.encoder.trunk.state_dict().items():
+    expected = clip.visual.state_dict()
+    got = vl.encoder.state_dict()
+    assert got.keys() == expected.keys()
+    for name, tensor in got.items():
         assert torch.equal(tensor, expected[name]), name
+    # The leading visual token carries the SkinCLIP embedding itself.
+    clip.eval()
+    vl.encoder.eval()
+    images = torch.randn(2, 3, 64, 64)
+    spatial, embedding = vl.encoder(images)
+    with torch.no_grad():
+        reference = clip.encode_image(images, normalize=True)
+    assert torch.allclose(embedding, reference, atol=1e-5)
+    assert spatial.shape == (2, 4, vl.encoder.width)  # 2 x 2 feature map at 64 px
+    assert vl.visual_tokens(images).shape == (2, 5, 384)
     with pytest.raises(FileNotFoundError):
         from_skinclip(str(tmp_path / "missing.pt"), image_size=64)
 
