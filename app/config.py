@@ -39,7 +39,7 @@ def parse_config(argv: list[str]) -> AppConfig:
         FileNotFoundError: If the config file does not exist.
         ValueError: If it is not a mapping of known fields.
     """
-    parser = argparse.ArgumentParser(prog="skinclip app")
+    parser = argparse.ArgumentParser(prog="skinclip app", allow_abbrev=False)
     parser.add_argument("--config", help="YAML file with checkpoint, index, shards, skinvl")
     for f in fields(AppConfig):
         kind = float if isinstance(f.default, float) else str

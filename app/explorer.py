@@ -275,7 +275,10 @@ def main(argv: list[str]) -> None:
             ("Case index", index, config.index),
             ("SkinVL", skinvl, config.skinvl),
         ):
-            state = "missing" if isinstance(piece, resources.Missing) else "ready"
+            # "not loaded" with its reason: an index that exists but needs the missing model
+            # must not read as missing itself.
+            missing = isinstance(piece, resources.Missing)
+            state = f"not loaded ({piece.reason})" if missing else "ready"
             st.markdown(f"**{name}**: {state}  \n`{path}`")
         st.markdown(f"**Case images**: {len(images)} in `{config.shards}`")
     ask, search, browse = st.tabs(["Ask about an image", "Search by text", "Browse cases"])

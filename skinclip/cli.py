@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/quickstart")
     p.add_argument("--config", default=None, help="training YAML (default: configs/quickstart)")
     p.add_argument(
-        "--max-cases", type=positive_int, default=None, help="use only the first N cases"
+        "--max-cases", type=positive_int, default=None, help="use only N cases, a fixed sample across diagnoses (a quick trial)"
     )
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--image-size", type=int, default=None)
@@ -488,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_app(args: argparse.Namespace) -> None:
     import math
+    import signal
     import subprocess
 
     import app
@@ -510,11 +511,21 @@ def cmd_app(args: argparse.Namespace) -> None:
         "--", *app_args,
     ]  # fmt: skip
     logger.info("Serving the explorer on http://%s:%d (Ctrl-C stops it)", args.host, args.port)
+    server = subprocess.Popen(command)
+
+    def stop(signum, frame):
+        # A service manager or `kill` stops only this process; the server must go with it
+        # rather than keep the port.
+        server.terminate()
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        returncode = subprocess.call(command)
-    except KeyboardInterrupt:
-        return
-    if returncode:
+        returncode = server.wait()
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group, server included
+        returncode = server.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if returncode > 0:  # killed by our own SIGTERM or Ctrl-C is a normal stop
         raise SystemExit(returncode)
 
 
@@ -531,6 +542,16 @@ COMMANDS = {
 }
 
 
+def no_abbreviations(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Turn off prefix matching in ``parser`` and its subcommands: ``--epoch 1`` must be an
+    error, not a silent ``--epochs 1``."""
+    parser.allow_abbrev = False
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for child in getattr(action, "choices", {}).values():
+            no_abbreviations(child)
+    return parser
+
+
 def exit_code(log: logging.Logger, command, *args) -> int:
     """Run a subcommand: 0 on success; 2, with the message logged and no traceback, for the
     errors that mean bad input (a missing file, an invalid value)."""
@@ -544,7 +565,7 @@ def exit_code(log: logging.Logger, command, *args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = no_abbreviations(build_parser())
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

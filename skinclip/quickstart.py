@@ -6,6 +6,7 @@ example retrievals. Rerunning after a kill resumes training from its last checkp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -73,17 +74,19 @@ def default_config() -> Path:
     return path
 
 
-def _first_cases(records, max_cases: int | None):
+def _sample_cases(records, max_cases: int | None):
+    """All records, or those of ``max_cases`` cases picked by hash of the case id.
+
+    The atlas lists cases by diagnosis, so its first N cases would hold one or two diagnoses;
+    a hash order is a fixed pseudo-random sample that spans them.
+    """
     if max_cases is None:
         yield from records
         return
-    seen: set[str] = set()
-    for record in records:
-        case_id = record.meta["case_id"]
-        if case_id not in seen and len(seen) >= max_cases:
-            continue
-        seen.add(case_id)
-        yield record
+    records = list(records)
+    ids = {record.meta["case_id"] for record in records}
+    keep = set(sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())[:max_cases])
+    yield from (record for record in records if record.meta["case_id"] in keep)
 
 
 def _check_splits(manifest: dict, options: QuickstartOptions) -> None:
@@ -195,7 +198,7 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     timings = {}
 
     start = time.perf_counter()
-    records = _first_cases(read_atlas(atlas), options.max_cases)
+    records = _sample_cases(read_atlas(atlas), options.max_cases)
     shards = out / "shards"
     manifest = write_shards(records, shards, shard_size=128, source_name="derm7pt")
     _check_splits(manifest, options)

@@ -9,9 +9,34 @@ import logging
 import sys
 from pathlib import Path
 
-from skinclip.cli import exit_code
+from skinclip.cli import exit_code, no_abbreviations
 
 logger = logging.getLogger("skinvl")
+
+
+def check_training_inputs(skinclip_checkpoint, init_from, shards) -> None:
+    """Fail before any model is built when a file the run needs is missing.
+
+    Raises:
+        FileNotFoundError: Naming the file, its config key and how to make it.
+    """
+    if skinclip_checkpoint and not Path(skinclip_checkpoint).is_file():
+        raise FileNotFoundError(
+            f"SkinCLIP checkpoint not found: {skinclip_checkpoint} (model.skinclip_checkpoint). "
+            "Run `skinclip quickstart --data DATA` first, or point --model.skinclip_checkpoint "
+            "at a SkinCLIP last.ckpt."
+        )
+    if init_from and not Path(init_from).is_file():
+        raise FileNotFoundError(
+            f"Stage-1 checkpoint not found: {init_from} (model.init_from). Train stage 1 first "
+            "with `skinvl train --config configs/skinvl_align.yaml`, or point --model.init_from "
+            "at its checkpoints/last.ckpt."
+        )
+    if not (Path(shards) / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"No manifest.json in {shards} (data.shards): give the shard folder that "
+            "`skinclip quickstart` or `skinclip shards` wrote."
+        )
 
 
 def run_training(args: list[str]):
@@ -25,6 +50,12 @@ def run_training(args: list[str]):
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("model.image_size", "data.image_size")
             parser.link_arguments("model.stage", "data.stage")
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand]
+            check_training_inputs(
+                config.model.skinclip_checkpoint, config.model.init_from, config.data.shards
+            )
 
     sys.argv = sys.argv[:1]  # LightningCLI gets its arguments explicitly
     return SkinVLCLI(
@@ -41,9 +72,14 @@ def run_training(args: list[str]):
     )
 
 
-def load_trained(checkpoint: str):
-    """A SkinVL model from a ``skinvl train`` checkpoint (``last.ckpt``)."""
-    from skinvl.module import SkinVLModule
+def read_checkpoint(checkpoint: str) -> dict:
+    """A ``skinvl train`` checkpoint's contents, checked to be one.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If it is not a SkinVL checkpoint (for example a SkinCLIP one).
+    """
+    import torch
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -52,13 +88,36 @@ def load_trained(checkpoint: str):
             "configs/skinvl_instruct.yaml`; it is saved as checkpoints/last.ckpt."
         )
     try:
+        # mmap: only what is read comes off the disk; the weights are read again when loaded.
+        content = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # torch raises many kinds for a damaged or foreign file
+        raise ValueError(f"Cannot read {path} as a checkpoint ({type(err).__name__}).") from None
+    hparams = content.get("hyper_parameters", {}) if isinstance(content, dict) else {}
+    if not {"stage", "projector", "language_model"} <= set(hparams):
+        states = content.get("state_dict", content) if isinstance(content, dict) else {}
+        clip = any(str(k).startswith(("text.", "model.text.")) for k in states)
+        kind = "a SkinCLIP checkpoint" if clip else "something else"
+        raise ValueError(
+            f"{path} is {kind}, not a SkinVL checkpoint. Give the one `skinvl train` writes, "
+            "e.g. outputs/skinvl/instruct/checkpoints/last.ckpt."
+        )
+    return content
+
+
+def load_trained(checkpoint: str):
+    """(SkinVL model in eval mode, image size) from a ``skinvl train`` checkpoint."""
+    from skinvl.module import SkinVLModule
+
+    read_checkpoint(checkpoint)
+    try:
         # The checkpoint holds every weight, encoder included, so the SkinCLIP checkpoint and
         # the stage-1 checkpoint it was built from need not exist any more.
         module = SkinVLModule.load_from_checkpoint(
-            path, map_location="cpu", skinclip_checkpoint=None, init_from=None
+            checkpoint, map_location="cpu", skinclip_checkpoint=None, init_from=None
         )
     except (KeyError, RuntimeError, TypeError) as err:
-        raise ValueError(f"{path} is not a SkinVL checkpoint ({err}).") from None
+        first_line = str(err).strip().splitlines()[0][:300]
+        raise ValueError(f"{checkpoint} does not fit this SkinVL model ({first_line}).") from None
     return module.model.eval(), module.hparams.image_size
 
 
@@ -95,6 +154,7 @@ def cmd_ask(args: argparse.Namespace) -> None:
         strategy=args.strategy,
         seed=args.seed,
     )
+    answers = [answer or "(an empty answer)" for answer in answers]
     if len(answers) == 1:
         print(answers[0])
     else:
@@ -103,29 +163,52 @@ def cmd_ask(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from skinclip.data.shards import write_json_atomic
+    from skinclip.data.shards import write_json_atomic, write_jsonl_atomic
     from skinvl.evaluate import evaluate_atlas
 
+    shards = Path(args.shards)
+    if not (shards / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"No manifest.json in {shards}: give the folder `skinclip shards` or quickstart "
+            "wrote (outputs/quickstart/shards)."
+        )
+    skinclip = args.skinclip_checkpoint
+    if skinclip is None and args.limit is None:
+        skinclip = read_checkpoint(args.checkpoint)["hyper_parameters"]["skinclip_checkpoint"]
+        if not skinclip or not Path(skinclip).is_file():
+            raise FileNotFoundError(
+                f"The SkinCLIP baseline needs the SkinCLIP checkpoint; {args.checkpoint} was "
+                f"trained from {skinclip!r}, which is not there. Pass --skinclip-checkpoint."
+            )
+        logger.info("SkinCLIP baseline: %s (the checkpoint SkinVL was trained from)", skinclip)
     model, image_size = load_trained(args.checkpoint)
-    report = evaluate_atlas(
+    report, records = evaluate_atlas(
         model,
         image_size,
-        Path(args.shards),
-        args.skinclip_checkpoint,
+        shards,
+        skinclip,
         split=args.split,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         limit=args.limit,
     )
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the report.")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "skinvl_report.json", report)
+    write_jsonl_atomic(out / "skinvl_answers.jsonl", records)
+    logger.info("Wrote %s and every answer to skinvl_answers.jsonl beside it", out)
     print(json.dumps(report, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own progress at INFO; the libraries' chatter (open_clip logs each loading step at
+    # INFO on the root logger) stays out, as in `skinclip`.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("skinvl", "skinclip", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.INFO)
     if argv[:1] == ["train"]:
         return exit_code(logger, run_training, argv[1:])
     parser = argparse.ArgumentParser(prog="skinvl", description=__doc__)
@@ -141,13 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("evaluate", help="atlas test split: SkinVL, blank image, SkinCLIP")
     p.add_argument("shards", help="atlas shard folder")
     p.add_argument("--checkpoint", required=True, help="a `skinvl train` last.ckpt")
-    p.add_argument("--skinclip-checkpoint", default=None, help="for the zero-shot baseline")
+    p.add_argument(
+        "--skinclip-checkpoint",
+        default=None,
+        help="SkinCLIP weights for the zero-shot baseline (default: the ones SkinVL was "
+        "trained from)",
+    )
     p.add_argument("--out", required=True, help="folder for skinvl_report.json")
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--max-new-tokens", type=_positive, default=64)
-    p.add_argument("--limit", type=_positive, default=None, help="only the first N questions")
-    args = parser.parse_args(argv)
+    p.add_argument(
+        "--limit",
+        type=_positive,
+        default=None,
+        help="only the first N questions, a quick look: no SkinCLIP baseline",
+    )
+    args = no_abbreviations(parser).parse_args(argv)
     return exit_code(logger, {"ask": cmd_ask, "evaluate": cmd_evaluate}[args.command], args)
 
 

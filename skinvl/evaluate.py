@@ -8,6 +8,7 @@ zero-shot classifier answers the diagnosis question as the second baseline.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator
@@ -27,18 +28,24 @@ from skinvl.qa import qa_pairs
 
 logger = logging.getLogger(__name__)
 
-CLOSED_CHOICES = {"diagnosis_group": ATLAS_4CLASS, "presence": ("yes", "no")}
+# The answer set of each kind of closed question (criteria share ``presence``).
+CLOSED_CHOICES = {
+    "diagnosis_group": ATLAS_4CLASS,
+    "presence": ("yes", "no"),
+    "modality": ("clinical", "dermoscopic"),
+    "elevation": ("flat", "palpable", "nodular"),
+}
 
 
 def _questions(shards: Path, split: str, image_size: int) -> Iterator[tuple]:
-    """(image, modality, QAPair) for every canonical question about every image."""
+    """(image, modality, QAPair, sample key) for every canonical question about every image."""
     transform = eval_transform(image_size)
     for sample in wds.WebDataset(split_urls(shards, split), shardshuffle=False, empty_check=False):
         meta = json.loads(sample["json"])
         modality = meta.get("modality") or "dermoscopic"
         image = transform(decode_image(sample["jpg"]))
         for pair in qa_pairs(meta, modality):
-            yield image, modality, pair
+            yield image, modality, pair, sample["__key__"]
 
 
 def _answer(model: SkinVL, items: list[tuple], blank: bool, max_new_tokens: int, batch: int):
@@ -64,16 +71,16 @@ def _answer(model: SkinVL, items: list[tuple], blank: bool, max_new_tokens: int,
 
 
 def _closed_key(kind: str) -> str | None:
-    if kind == "diagnosis_group":
-        return kind
-    return "presence" if kind.startswith("presence:") else None
+    """The :data:`CLOSED_CHOICES` key of a question kind (``presence:streaks`` -> presence)."""
+    key = kind.partition(":")[0]
+    return key if key in CLOSED_CHOICES else None
 
 
 def score_answers(items: list[tuple], answers: list[str]) -> dict:
     """Per modality: closed accuracy by question kind and overall, and open VQA scores."""
     result: dict = {}
-    for modality in sorted({m for _, m, _ in items}):
-        rows = [(pair, a) for (_, m, pair), a in zip(items, answers, strict=True) if m == modality]
+    for modality in sorted({item[1] for item in items}):
+        rows = [(item[2], a) for item, a in zip(items, answers, strict=True) if item[1] == modality]
         closed: dict[str, float] = {}
         hits, total = 0.0, 0
         for kind in sorted({p.kind for p, _ in rows if _closed_key(p.kind)}):
@@ -98,13 +105,14 @@ def score_answers(items: list[tuple], answers: list[str]) -> dict:
     return result
 
 
-def skinclip_baseline(checkpoint: str | None, shards: Path, split: str) -> dict:
+def skinclip_baseline(checkpoint: str, shards: Path, split: str) -> dict:
     """SkinCLIP zero-shot on the diagnosis question: accuracy and balanced accuracy."""
     from skinclip.evaluate import evaluate_split
     from skinclip.model.towers import create_skinclip
 
     metrics = evaluate_split(create_skinclip(pretrained=checkpoint), shards, split)
     return {
+        "checkpoint": checkpoint,
         "accuracy": metrics["zeroshot_acc"],
         "balanced_accuracy": metrics["zeroshot_balanced_acc"],
         "images": metrics["zeroshot_images"],
@@ -120,21 +128,43 @@ def evaluate_atlas(
     max_new_tokens: int = 64,
     batch_size: int = 32,
     limit: int | None = None,
-) -> dict:
-    """The report: SkinVL, SkinVL with a blank image, and SkinCLIP zero-shot.
+) -> tuple[dict, list[dict]]:
+    """The report (SkinVL, SkinVL with a blank image, SkinCLIP zero-shot) and every answer.
 
     Args:
+        skinclip_checkpoint: SkinCLIP weights for the zero-shot baseline; None leaves it out.
         limit: Score only the first ``limit`` questions (a quick look, not for the README).
+
+    Returns:
+        The report, and one record per question: image key, modality, kind, question,
+        reference answer, SkinVL's answer and the blank-image answer.
     """
     if split != "test":
         logger.warning("Evaluating on split %r, not the test split", split)
-    items = list(_questions(shards, split, image_size))[:limit]
+    items = list(itertools.islice(_questions(shards, split, image_size), limit))
     if not items:
         raise ValueError(f"No questions could be built from split {split!r} of {shards}.")
     model.eval()
-    report = {"split": split, "questions": len(items)}
+    report: dict = {"split": split, "questions": len(items)}
+    answers = {}
     for name, blank in (("skinvl", False), ("blank_image", True)):
-        answers = _answer(model, items, blank, max_new_tokens, batch_size)
-        report[name] = score_answers(items, answers)
-    report["skinclip_zeroshot_diagnosis"] = skinclip_baseline(skinclip_checkpoint, shards, split)
-    return report
+        answers[name] = _answer(model, items, blank, max_new_tokens, batch_size)
+        report[name] = score_answers(items, answers[name])
+    report["skinclip_zeroshot_diagnosis"] = (
+        skinclip_baseline(skinclip_checkpoint, shards, split) if skinclip_checkpoint else None
+    )
+    records = [
+        {
+            "key": key,
+            "modality": modality,
+            "kind": pair.kind,
+            "question": pair.question,
+            "reference": pair.answer,
+            "skinvl": ours,
+            "blank_image": blank,
+        }
+        for (_, modality, pair, key), ours, blank in zip(
+            items, answers["skinvl"], answers["blank_image"], strict=True
+        )
+    ]
+    return report, records

@@ -303,6 +303,7 @@ def load_language_model(path: str | Path | None = None):
     sentence-embedding checkpoint has no LM-head transform, so those weights come back as new.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     source = str(path) if path else str(default_language_model_path())
     try:
@@ -317,12 +318,28 @@ def load_language_model(path: str | Path | None = None):
     if config.model_type == "bert":
         config.is_decoder = True  # causal attention mask
     # Weights missing from the checkpoint (BERT's LM-head transform) start from a fixed seed.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model, info = AutoModelForCausalLM.from_pretrained(
-            source, config=config, output_loading_info=True
+    # transformers reports them in a long warning table that reads like damage; one line here
+    # says what they are instead.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source, config=config, output_loading_info=True
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = frozenset(info["missing_keys"])
+    if missing:
+        logger.info(
+            "Language model %s: %d tensors not in its checkpoint start fresh (%s); the align "
+            "stage trains them",
+            source,
+            len(missing),
+            ", ".join(sorted(missing)),
         )
-    return model, AutoTokenizer.from_pretrained(source), frozenset(info["missing_keys"])
+    return model, AutoTokenizer.from_pretrained(source), missing
 
 
 def from_skinclip(

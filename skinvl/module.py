@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -20,6 +21,10 @@ from skinvl.data import STAGES
 from skinvl.model import from_skinclip
 
 logger = logging.getLogger(__name__)
+
+# The frozen encoder (and, in align, the frozen language model) are in eval mode on purpose;
+# Lightning's warning about modules in eval mode at the start of training is expected here.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 class SkinVLModule(L.LightningModule):

@@ -55,17 +55,33 @@ def _wait_healthy(url: str, server: subprocess.Popen) -> None:
     raise AssertionError(f"the explorer did not answer at {url} within {WAIT} s")
 
 
+def _start_app(files: dict, tmp_path: Path) -> tuple[subprocess.Popen, str, int]:
+    port = _free_port()
+    command = [sys.executable, "-m", "skinclip.cli", "app", "--port", str(port)]
+    for name, value in files.items():
+        command += [f"--{name}", value]
+    env = {**os.environ, "HOME": str(tmp_path)}  # Streamlit writes its credentials file there
+    with (tmp_path / "server.log").open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return process, f"http://127.0.0.1:{port}", port
+
+
+def test_sigterm_stops_the_server_too(explorer_files, tmp_path):
+    process, url, port = _start_app(explorer_files, tmp_path)
+    try:
+        _wait_healthy(url, process)
+        process.terminate()  # what `kill` or a service manager sends to `skinclip app`
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    with socket.socket() as s:  # nothing listens any more: the Streamlit child is gone
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
 @pytest.fixture
 def server(explorer_files, tmp_path):
     _browser_or_skip()
-    port = _free_port()
-    command = [sys.executable, "-m", "skinclip.cli", "app", "--port", str(port)]
-    for name, value in explorer_files.items():
-        command += [f"--{name}", value]
-    log = (tmp_path / "server.log").open("w")
-    env = {**os.environ, "HOME": str(tmp_path)}  # Streamlit writes its credentials file there
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    process, url, _ = _start_app(explorer_files, tmp_path)
     try:
         _wait_healthy(url, process)
         yield url
@@ -75,7 +91,6 @@ def server(explorer_files, tmp_path):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-        log.close()
 
 
 @pytest.fixture

@@ -126,6 +126,8 @@ def test_missing_pieces_say_what_to_run_and_the_rest_works(monkeypatch, explorer
 
     page = _page(monkeypatch, explorer_files, checkpoint=str(tmp_path / "none.ckpt"))
     assert "SkinCLIP model is not loaded" in _texts(page)
+    # The sidebar gives the reason: the index is there, but needs the missing model.
+    assert "Case index**: not loaded (it needs the SkinCLIP model" in _texts(page)
     assert any("skinclip quickstart" in c.value for c in page.code)
 
 

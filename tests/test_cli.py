@@ -148,3 +148,17 @@ def test_non_utf8_csv_names_the_file_and_the_fix(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["shards", str(table), "--out", str(tmp_path / "out")]) == 2
     assert "latin1.csv is not UTF-8" in caplog.text and "Re-save it as UTF-8" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["quickstart", "--epoch", "1"],  # would silently be --epochs with prefix matching
+        ["index", "build", "--shards", "x", "--out", "y", "--typ", "hnsw"],
+    ],
+)
+def test_abbreviated_options_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -44,14 +44,18 @@ def test_score_answers_by_modality_and_kind():
         (None, "dermoscopic", QAPair("presence:streaks", "q", "no", True)),
         (None, "clinical", QAPair("diagnosis_group", "q", "melanoma", True)),
         (None, "clinical", QAPair("site", "q", "Back.", False)),
+        (None, "clinical", QAPair("modality", "q", "clinical", True)),
+        (None, "clinical", QAPair("elevation", "q", "palpable", True)),
     ]
-    answers = ["A nevus.", "yes", "yes", "nevus", "back"]
+    answers = ["A nevus.", "yes", "yes", "nevus", "back", "A clinical photograph.", "flat"]
     result = score_answers(items, answers)
     derm = result["dermoscopic"]
     assert derm["closed"] == {"diagnosis_group": 1.0, "presence:streaks": 0.5}
     assert derm["closed_overall"] == pytest.approx(2 / 3) and derm["open"] is None
     clin = result["clinical"]
-    assert clin["closed_overall"] == 0.0 and clin["open"]["token_recall"] == 1.0
+    assert clin["closed"] == {"diagnosis_group": 0.0, "modality": 1.0, "elevation": 0.0}
+    assert clin["closed_overall"] == pytest.approx(1 / 3) and clin["open"]["token_recall"] == 1.0
+    assert clin["closed_questions"] == 3 and clin["open_questions"] == 1
 
 
 def test_answers_batched_by_kind_come_back_in_question_order(monkeypatch):

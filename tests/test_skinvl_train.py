@@ -142,16 +142,45 @@ def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsy
         assert main(["ask", str(tmp_path / "none.jpg"), "x", "--checkpoint", str(checkpoint)]) == 2
         assert main(["ask", str(image), "  ", "--checkpoint", str(checkpoint)]) == 2
     assert "SkinVL checkpoint not found" in caplog.text
+    assert "Image not found" in caplog.text
+    assert "question is empty" in caplog.text
 
     out = tmp_path / "eval"
     args = ["evaluate", str(tiny_shards), "--checkpoint", str(checkpoint), "--out", str(out)]
     assert main([*args, "--limit", "6", "--batch-size", "3"]) == 0
     report = json.loads((out / "skinvl_report.json").read_text())
     assert report["questions"] == 6
-    assert set(report) >= {"skinvl", "blank_image", "skinclip_zeroshot_diagnosis"}
-    assert report["skinclip_zeroshot_diagnosis"]["images"] == 16
-    assert "Image not found" in caplog.text
-    assert "question is empty" in caplog.text
+    assert report["skinclip_zeroshot_diagnosis"] is None  # a quick look has no baseline
+    scored = sum(
+        m["closed_questions"] + m["open_questions"]
+        for name in ("skinvl", "blank_image")
+        for m in report[name].values()
+    )
+    assert scored == 2 * 6  # every question is scored, closed or open, by both models
+    records = [json.loads(line) for line in (out / "skinvl_answers.jsonl").open()]
+    assert len(records) == 6 and {"question", "reference", "skinvl", "blank_image"} <= set(
+        records[0]
+    )
+
+    from skinclip.model.towers import create_skinclip
+
+    skinclip = tmp_path / "skinclip.pt"
+    torch.save(create_skinclip(image_size=64).model.state_dict(), skinclip)
+    assert main([*args, "--limit", "3", "--skinclip-checkpoint", str(skinclip)]) == 0
+    baseline = json.loads((out / "skinvl_report.json").read_text())["skinclip_zeroshot_diagnosis"]
+    assert baseline["images"] == 16 and baseline["checkpoint"] == str(skinclip)
+
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        # Trained without a SkinCLIP checkpoint: the full report cannot name its baseline.
+        assert main(args) == 2
+        assert main([*args[:-1], str(image), "--limit", "3"]) == 2  # --out is a file
+        assert main([*args[:3], str(skinclip), *args[4:]]) == 2  # not a SkinVL checkpoint
+        assert main(["evaluate", str(tmp_path), *args[2:]]) == 2  # not a shard folder
+    assert "Pass --skinclip-checkpoint" in caplog.text
+    assert "is a file" in caplog.text
+    assert "is a SkinCLIP checkpoint, not a SkinVL checkpoint" in caplog.text
+    assert "No manifest.json" in caplog.text
 
 
 def test_mmskin_pairs_from_shards_are_used_as_given():
@@ -159,3 +188,20 @@ def test_mmskin_pairs_from_shards_are_used_as_given():
 
     meta = {"modality": "clinical", "qa": [{"question": "What is it?", "answer": "Psoriasis."}]}
     assert sample_pair(meta, "instruct", random.Random(0)) == ("What is it?", "Psoriasis.")
+
+
+def test_train_names_missing_inputs_before_building_a_model(tiny_shards, tmp_path, caplog):
+    import logging
+
+    from skinvl.cli import main
+
+    base = ["train", "--data.shards", str(tiny_shards), "--trainer.max_steps", "1"]
+    base += ["--trainer.default_root_dir", str(tmp_path / "run")]
+    with caplog.at_level(logging.ERROR):
+        assert main([*base, "--model.init_from", str(tmp_path / "align.ckpt")]) == 2
+        assert main([*base, "--model.skinclip_checkpoint", str(tmp_path / "clip.ckpt")]) == 2
+        assert main([*base, "--data.shards", str(tmp_path)]) == 2
+    assert "Stage-1 checkpoint not found" in caplog.text and "skinvl_align.yaml" in caplog.text
+    assert "SkinCLIP checkpoint not found" in caplog.text and "skinclip quickstart" in caplog.text
+    assert "No manifest.json in" in caplog.text
+    assert not (tmp_path / "run").exists()  # nothing was started

@@ -148,10 +148,21 @@ class _SplitWriter:
 
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write JSON to a temp file in the same folder, then rename it over ``path``."""
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    """One JSON object per line, written like :func:`write_json_atomic`."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file in the same folder, then rename it over ``path``: a
+    reader sees the old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; the manifest is meant to be shared.
