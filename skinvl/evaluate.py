@@ -22,7 +22,7 @@ from skinclip.data.atlas import ATLAS_4CLASS
 from skinclip.data.images import decode_image
 from skinclip.data.shards import split_urls
 from skinclip.train.transforms import eval_transform
-from skinvl.metrics import closed_accuracy, vqa_scores
+from skinvl.metrics import closed_accuracy, closed_balanced_accuracy, vqa_scores
 from skinvl.model import SkinVL, generate
 from skinvl.qa import qa_pairs
 
@@ -77,32 +77,46 @@ def _closed_key(kind: str) -> str | None:
 
 
 def score_answers(items: list[tuple], answers: list[str]) -> dict:
-    """Per modality: closed accuracy by question kind and overall, and open VQA scores."""
+    """Per modality: closed accuracy by question kind and overall, and open VQA scores.
+
+    ``closed_lesion`` leaves out the modality question: a blank image cannot show whether a
+    photograph is clinical or dermoscopic, so that question alone would separate the two
+    models. ``diagnosis_group_balanced`` is the diagnosis accuracy averaged over the four
+    groups, comparable with SkinCLIP's zero-shot balanced accuracy.
+    """
     result: dict = {}
     for modality in sorted({item[1] for item in items}):
         rows = [(item[2], a) for item, a in zip(items, answers, strict=True) if item[1] == modality]
         closed: dict[str, float] = {}
-        hits, total = 0.0, 0
+        counts: dict[str, int] = {}
+        balanced = None
         for kind in sorted({p.kind for p, _ in rows if _closed_key(p.kind)}):
             chosen = [(p, a) for p, a in rows if p.kind == kind]
             choices = CLOSED_CHOICES[_closed_key(kind)]
-            accuracy = closed_accuracy(
-                [a for _, a in chosen], [p.answer for p, _ in chosen], choices
-            )
-            closed[kind] = accuracy
-            hits += accuracy * len(chosen)
-            total += len(chosen)
+            predicted, wanted = [a for _, a in chosen], [p.answer for p, _ in chosen]
+            closed[kind] = closed_accuracy(predicted, wanted, choices)
+            counts[kind] = len(chosen)
+            if kind == "diagnosis_group":
+                balanced = closed_balanced_accuracy(predicted, wanted, choices)
         open_rows = [(p, a) for p, a in rows if not p.closed]
         result[modality] = {
             "closed": closed,
-            "closed_overall": hits / total if total else None,
-            "closed_questions": total,
+            "closed_overall": _mean(closed, counts, closed),
+            "closed_lesion": _mean(closed, counts, [k for k in closed if k != "modality"]),
+            "diagnosis_group_balanced": balanced,
+            "closed_questions": sum(counts.values()),
             "open": vqa_scores([a for _, a in open_rows], [p.answer for p, _ in open_rows])
             if open_rows
             else None,
             "open_questions": len(open_rows),
         }
     return result
+
+
+def _mean(accuracy: dict[str, float], counts: dict[str, int], kinds) -> float | None:
+    """Accuracy over the questions of ``kinds`` (each kind weighted by its count)."""
+    total = sum(counts[k] for k in kinds)
+    return sum(accuracy[k] * counts[k] for k in kinds) / total if total else None
 
 
 def skinclip_baseline(checkpoint: str, shards: Path, split: str) -> dict:

@@ -83,3 +83,17 @@ def closed_accuracy(
         raise ValueError("No closed questions to score.")
     hits = [closed_answer(p, choices) == a for p, a in zip(predictions, answers, strict=True)]
     return sum(hits) / len(hits)
+
+
+def closed_balanced_accuracy(
+    predictions: Sequence[str], answers: Sequence[str], choices: Sequence[str]
+) -> float:
+    """Mean over the reference classes of the share answered right: a model that always
+    names the commonest class scores 1 / (number of classes), not that class's share."""
+    if not answers:
+        raise ValueError("No closed questions to score.")
+    recalls = []
+    for cls in sorted(set(answers)):
+        rows = [p for p, a in zip(predictions, answers, strict=True) if a == cls]
+        recalls.append(closed_accuracy(rows, [cls] * len(rows), choices))
+    return sum(recalls) / len(recalls)

@@ -56,6 +56,21 @@ def test_score_answers_by_modality_and_kind():
     assert clin["closed"] == {"diagnosis_group": 0.0, "modality": 1.0, "elevation": 0.0}
     assert clin["closed_overall"] == pytest.approx(1 / 3) and clin["open"]["token_recall"] == 1.0
     assert clin["closed_questions"] == 3 and clin["open_questions"] == 1
+    assert clin["closed_lesion"] == 0.0  # modality left out
+    assert derm["diagnosis_group_balanced"] == 1.0 and clin["diagnosis_group_balanced"] == 0.0
+
+
+def test_balanced_accuracy_does_not_reward_the_commonest_answer():
+    from skinvl.metrics import closed_balanced_accuracy
+
+    choices = ["melanoma", "nevus"]
+    always_nevus = ["nevus"] * 4
+    references = ["nevus", "nevus", "nevus", "melanoma"]
+    assert closed_accuracy(always_nevus, references, choices) == 0.75
+    assert closed_balanced_accuracy(always_nevus, references, choices) == 0.5
+    assert closed_balanced_accuracy(
+        ["nevus", "no idea", "nevus", "melanoma"], references, choices
+    ) == pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_answers_batched_by_kind_come_back_in_question_order(monkeypatch):
