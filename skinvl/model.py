@@ -219,44 +219,14 @@ def _left_pad(rows: list[torch.Tensor], pad: torch.Tensor) -> tuple[torch.Tensor
     return embeds, mask
 
 
-@torch.no_grad()
-def generate(
-    model: SkinVL,
-    images: torch.Tensor,
-    questions: list[str],
-    max_new_tokens: int = 48,
-    strategy: str = "greedy",
-    num_beams: int = 4,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    seed: int | None = 0,
-    use_cache: bool = True,
-    min_new_tokens: int = 0,
-) -> list[str]:
-    """Answer one question per image.
+def prompt_embeddings(
+    model: SkinVL, images: torch.Tensor, questions: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each question's prompt with its image's visual tokens spliced in, left-padded.
 
-    Args:
-        model: The SkinVL model.
-        images: (B, 3, H, W) preprocessed images.
-        questions: B questions.
-        max_new_tokens: Answer length limit.
-        strategy: ``greedy``, ``beam`` (``num_beams``) or ``sample`` (``temperature``,
-            ``top_p``).
-        seed: Seeds sampling, so an answer can be reproduced; None leaves the RNG alone.
-        use_cache: Reuse attention keys and values between steps (the KV cache).
-        min_new_tokens: Do not stop before this many tokens (for fixed-length timing).
-
-    Raises:
-        ValueError: On an unknown strategy, an empty question or a count mismatch.
+    Returns:
+        Embeddings (B, L, D) and attention mask (B, L); every prompt ends at position L - 1.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
-    if len(questions) != images.shape[0]:
-        raise ValueError(f"Got {len(questions)} questions for {images.shape[0]} images.")
-    if any(not q.strip() for q in questions):
-        raise ValueError("A question is empty; ask something about the image.")
-    if seed is not None:
-        torch.manual_seed(seed)
     tok = model.tokenizer
     visual = model.visual_tokens(images)  # (B, V, D)
     table = model.language_model.get_input_embeddings()
@@ -274,7 +244,52 @@ def generate(
         )
         rows.append(embeds[0])
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    embeds, mask = _left_pad(rows, table(torch.tensor([pad_id]))[0])
+    return _left_pad(rows, table(torch.tensor([pad_id]))[0])
+
+
+@torch.no_grad()
+def generate(
+    model: SkinVL,
+    images: torch.Tensor,
+    questions: list[str],
+    max_new_tokens: int = 48,
+    strategy: str = "greedy",
+    num_beams: int = 4,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int | None = 0,
+    min_new_tokens: int = 0,
+) -> list[str]:
+    """Answer one question per image.
+
+    transformers always keeps a KV cache when generation starts from embeddings, as here
+    (the prompt's visual tokens exist only as embeddings); ``benchmarks/bench_skinvl.py``
+    measures what the cache saves.
+
+    Args:
+        model: The SkinVL model.
+        images: (B, 3, H, W) preprocessed images.
+        questions: B questions.
+        max_new_tokens: Answer length limit.
+        strategy: ``greedy``, ``beam`` (``num_beams``) or ``sample`` (``temperature``,
+            ``top_p``).
+        seed: Seeds sampling, so an answer can be reproduced; None leaves the RNG alone.
+        min_new_tokens: Do not stop before this many tokens.
+
+    Raises:
+        ValueError: On an unknown strategy, an empty question or a count mismatch.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
+    if len(questions) != images.shape[0]:
+        raise ValueError(f"Got {len(questions)} questions for {images.shape[0]} images.")
+    if any(not q.strip() for q in questions):
+        raise ValueError("A question is empty; ask something about the image.")
+    if seed is not None:
+        torch.manual_seed(seed)
+    tok = model.tokenizer
+    embeds, mask = prompt_embeddings(model, images, questions)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     end = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
     options = {
         "do_sample": strategy == "sample",
@@ -288,7 +303,6 @@ def generate(
         max_new_tokens=max_new_tokens,
         eos_token_id=end,
         pad_token_id=pad_id,
-        use_cache=use_cache,
         min_new_tokens=min_new_tokens,
         **options,
     )
