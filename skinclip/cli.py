@@ -468,7 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/quickstart")
     p.add_argument("--config", default=None, help="training YAML (default: configs/quickstart)")
     p.add_argument(
-        "--max-cases", type=positive_int, default=None, help="use only N cases, a fixed sample across diagnoses (a quick trial)"
+        "--max-cases",
+        type=positive_int,
+        default=None,
+        help="use only N cases, a fixed sample across diagnoses (a quick trial)",
     )
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--image-size", type=int, default=None)
