@@ -348,7 +348,7 @@ def load_language_model(path: str | Path | None = None):
     if missing:
         logger.info(
             "Language model %s: %d tensors not in its checkpoint start fresh (%s); the align "
-            "stage trains them",
+            "stage trains them, and a SkinVL checkpoint holds them",
             source,
             len(missing),
             ", ".join(sorted(missing)),
