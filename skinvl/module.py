@@ -78,9 +78,14 @@ class SkinVLModule(L.LightningModule):
             try:
                 from peft import LoraConfig, get_peft_model
             except ImportError:
-                raise ValueError("lora_rank needs the peft package: pip install peft") from None
+                raise ValueError(
+                    "lora_rank needs the peft package: pip install -e '.[lora]'"
+                ) from None
             config = LoraConfig(
-                r=hp.lora_rank, lora_alpha=2 * hp.lora_rank, target_modules="all-linear"
+                r=hp.lora_rank,
+                lora_alpha=2 * hp.lora_rank,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
             )
             self.model.language_model = get_peft_model(self.model.language_model, config)
 

@@ -205,3 +205,69 @@ def test_train_names_missing_inputs_before_building_a_model(tiny_shards, tmp_pat
     assert "SkinCLIP checkpoint not found" in caplog.text and "skinclip quickstart" in caplog.text
     assert "No manifest.json in" in caplog.text
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A two-layer Llama-family causal LM in a local folder, as a user's own LLM would be
+    (random weights; the MiniLM tokenizer saved beside it, so no download is needed)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from skinvl.model import default_language_model_path
+
+    folder = tmp_path_factory.mktemp("llama")
+    tokenizer = AutoTokenizer.from_pretrained(str(default_language_model_path()))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_another_causal_lm_with_lora_trains_only_the_adapters(tiny_shards, tiny_llama, tmp_path):
+    pytest.importorskip("peft")
+    from skinvl.model import generate
+
+    module = SkinVLModule(
+        language_model=tiny_llama, stage="instruct", projector="mlp", image_size=64,
+        total_steps=2, lora_rank=4,
+    )  # fmt: skip
+    lm = module.model.language_model
+    assert type(lm).__name__ == "PeftModelForCausalLM"
+    trainable = {n for n, p in lm.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)  # the base LLM stays frozen
+    before = {n: p.detach().clone() for n, p in module.state_dict().items()}
+    data = QADataModule(
+        str(tiny_shards), stage="instruct", image_size=64, batch_size=4, num_workers=0
+    )
+    trainer = L.Trainer(
+        max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    changed = {n for n, p in module.state_dict().items() if not torch.equal(p, before[n])}
+    assert any("lora_" in n for n in changed) and any(
+        n.startswith("model.projector") for n in changed
+    )
+    assert not any("language_model" in n and "lora_" not in n for n in changed)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    questions = ["What is it?", "Is it flat?"]
+    answers = generate(module.model.eval(), images, questions, max_new_tokens=3)
+    assert len(answers) == 2
+    assert answers == generate(module.model, images, questions, max_new_tokens=3)
+    # `skinvl ask` and `evaluate` load it back, adapters included, with the same answers.
+    from skinvl.cli import load_trained
+
+    trainer.save_checkpoint(tmp_path / "lora.ckpt")
+    reloaded, image_size = load_trained(str(tmp_path / "lora.ckpt"))
+    assert image_size == 64
+    assert generate(reloaded, images, questions, max_new_tokens=3) == answers
