@@ -50,7 +50,10 @@ def parse_config(argv: list[str]) -> AppConfig:
         path = Path(args.config)
         if not path.is_file():
             raise FileNotFoundError(f"App config not found: {path}")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not readable YAML ({err}).") from None
         known = {f.name for f in fields(AppConfig)}
         unknown = sorted(set(data) - known) if isinstance(data, dict) else [repr(data)]
         if unknown:
@@ -61,6 +64,11 @@ def parse_config(argv: list[str]) -> AppConfig:
         values.update(data)
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     limit = values.get("max_upload_mb", AppConfig.max_upload_mb)
-    if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
-        raise ValueError(f"max_upload_mb must be a positive number; got {limit!r}.")
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < 1e6:
+        raise ValueError(
+            f"max_upload_mb must be a positive number of megabytes, below a million; got {limit!r}."
+        )
+    for name in ("checkpoint", "index", "shards", "skinvl"):
+        if name in values and not isinstance(values[name], str):
+            raise ValueError(f"{name} must be a path; got {values[name]!r}.")
     return AppConfig(**values)

@@ -16,7 +16,7 @@ import streamlit as st
 from app import analysis, resources
 from app.config import AppConfig, parse_config
 from app.inputs import UploadError, read_upload
-from skinclip.labels import builtin_names, load_label_set
+from skinclip.labels import builtin_names, label_list, load_label_set
 
 NOTICE = (
     "Research tool, not a diagnostic device. Its outputs are not validated for clinical use "
@@ -101,7 +101,7 @@ def choose_label_set():
         key="custom-labels",
     )
     try:
-        return load_label_set(spec)
+        return label_list(spec)  # typed text is never a path on the server
     except ValueError as err:
         st.error(f"Custom label list: {err}")
         return None

@@ -19,6 +19,8 @@ DEFAULT_MAX_UPLOAD_MB = 20
 # Larger images are downscaled before anything else: the model sees 224 px and the page shows
 # at most a few hundred, so more pixels only cost memory and time.
 MAX_SIDE = 2048
+MIN_SIDE = 4
+MAX_ASPECT = 100  # longer side over shorter side
 # Formats a camera, dermatoscope or slide scanner export; anything else is refused.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "MPO")
 _EXIF_ORIENTATION = 0x0112
@@ -94,6 +96,12 @@ def read_upload(data: bytes, name: str, max_mb: float = DEFAULT_MAX_UPLOAD_MB) -
 def _prepare(image: Image.Image, name: str) -> Upload:
     notes = []
     size, mode = image.size, image.mode
+    if min(size) < MIN_SIDE or max(size) > MAX_ASPECT * min(size):
+        # Checked before decoding; a strip of pixels also cannot be shown or cropped.
+        raise UploadError(
+            f"{name} is {size[0]}x{size[1]} pixels: too small or too thin to be a photograph of "
+            f"a lesion (at least {MIN_SIDE} px a side, at most {MAX_ASPECT}:1)."
+        )
     if max(size) > MAX_SIDE and image.format == "JPEG":
         image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # a cheaper reduced-size decode
     if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:

@@ -44,8 +44,10 @@ def load_skinclip(checkpoint: str):
         if not path.is_file():
             raise FileNotFoundError(f"no SkinCLIP checkpoint at {path}")
         return create_skinclip(pretrained=str(path))
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        return Missing("SkinCLIP model", str(err), f"{BUILD_SKINCLIP}, or pass --checkpoint")
+    except Exception as err:  # any unreadable file (safetensors, pickle, text) must not
+        # take the whole page down: the other tabs keep working without the model
+        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else repr(err)
+        return Missing("SkinCLIP model", f"{path}: {reason}", f"{BUILD_SKINCLIP}, or --checkpoint")
 
 
 def load_index(folder: str, bundle):

@@ -66,7 +66,7 @@ def greedy_rate(model, batch: int, tokens: int, use_cache: bool) -> tuple[float,
     """
     model.eval()
     images = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    embeds, mask = prompt_embeddings(model, images, ["Describe this lesion."] * batch)
+    embeds, mask = prompt_embeddings(model, images, ["Describe this lesion."] * batch, tokens)
     lm = model.language_model
     table = lm.get_input_embeddings()
     start = time.perf_counter()

@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skinvl", help="SkinVL checkpoint")
     p.add_argument("--max-upload-mb", type=float, help="largest upload (default 20)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default loopback)")
-    p.add_argument("--port", type=positive_int, default=8501)
+    p.add_argument("--port", type=port_number, default=8501)
     return parser
 
 
@@ -543,6 +543,14 @@ COMMANDS = {
     "quickstart": cmd_quickstart,
     "app": cmd_app,
 }
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
 
 
 def no_abbreviations(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -254,12 +254,24 @@ def load_label_set(spec: str) -> LabelSet:
         except yaml.YAMLError as err:
             raise ValueError(f"{path} is not valid YAML: {err}") from None
         return _from_yaml_data(data, path.stem, str(path))
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    if len(names) == 1:
+    if len([name for name in spec.split(",") if name.strip()]) == 1:
         raise ValueError(
             f"{spec!r} is not a built-in label set ({', '.join(builtin_names())}), a YAML "
             "file, or a comma-separated list of at least two classes."
         )
+    return label_list(spec)
+
+
+def label_list(spec: str) -> LabelSet:
+    """A label set from a comma-separated list of classes; never read as a file name, so it
+    is safe for text typed into a web page.
+
+    Raises:
+        ValueError: For fewer than two classes or a class named twice.
+    """
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if len(names) < 2:
+        raise ValueError(f"Give at least two classes, separated by commas; got {spec!r}.")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"Label list {spec!r} names {duplicates[0]!r} twice.")

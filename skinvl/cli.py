@@ -41,10 +41,7 @@ def check_training_inputs(skinclip_checkpoint, init_from, shards) -> None:
 
 def run_training(args: list[str]):
     """LightningCLI over SkinVLModule and QADataModule; ``--ckpt_path last`` resumes."""
-    from skinclip.train.cli import ResumableCLI, RootCheckpoint
-    from skinclip.train.module import default_precision
-    from skinvl.data import QADataModule
-    from skinvl.module import SkinVLModule
+    from skinclip.train.cli import ResumableCLI
 
     class SkinVLCLI(ResumableCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -56,9 +53,35 @@ def run_training(args: list[str]):
             check_training_inputs(
                 config.model.skinclip_checkpoint, config.model.init_from, config.data.shards
             )
+            if config.model.image_size < 32 or config.data.batch_size < 1:
+                raise ValueError(
+                    "model.image_size must be at least 32 and data.batch_size at least 1; got "
+                    f"{config.model.image_size} and {config.data.batch_size}."
+                )
 
     sys.argv = sys.argv[:1]  # LightningCLI gets its arguments explicitly
-    return SkinVLCLI(
+    try:
+        return _fit(SkinVLCLI, args)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else repr(err)
+        if "state_dict" not in first and "PytorchStreamReader" not in first:
+            raise
+        raise ValueError(
+            f"A checkpoint does not fit this run ({first}). When resuming (--ckpt_path last), "
+            "use the settings the run was started with, or move its last.ckpt away (it may be "
+            "damaged) or pick another --trainer.default_root_dir; --model.init_from must be a "
+            "stage-1 `skinvl train` checkpoint of the same model."
+        ) from None
+
+
+def _fit(cli_class, args: list[str]):
+    """Run ``cli_class`` (a LightningCLI) on SkinVL with its checkpoints and precision."""
+    from skinclip.train.cli import RootCheckpoint
+    from skinclip.train.module import default_precision
+    from skinvl.data import QADataModule
+    from skinvl.module import SkinVLModule
+
+    return cli_class(
         SkinVLModule,
         QADataModule,
         trainer_defaults={
@@ -116,6 +139,11 @@ def load_trained(checkpoint: str):
             checkpoint, map_location="cpu", skinclip_checkpoint=None, init_from=None
         )
     except (KeyError, RuntimeError, TypeError) as err:
+        if "embedding_projector" in str(err):
+            raise ValueError(
+                f"{checkpoint} was trained by an earlier SkinVL, without the SkinCLIP-embedding "
+                "token; train both stages again with `skinvl train`."
+            ) from None
         first_line = str(err).strip().splitlines()[0][:300]
         raise ValueError(f"{checkpoint} does not fit this SkinVL model ({first_line}).") from None
     return module.model.eval(), module.hparams.image_size
@@ -131,19 +159,20 @@ def _positive(text: str) -> int:
 def cmd_ask(args: argparse.Namespace) -> None:
     """Answer each question about one image, in one batch; one answer per line, or
     ``question<TAB>answer`` lines when there are several."""
+    from PIL import Image
+
     from skinclip.data.images import decode_image
     from skinclip.train.transforms import eval_transform
-    from skinvl.model import generate
+    from skinvl.model import check_questions, generate
 
     image_path = Path(args.image)
     if not image_path.is_file():
         raise FileNotFoundError(f"Image not found: {image_path}")
     try:
         picture = decode_image(image_path.read_bytes())
-    except OSError as err:
+    except (OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"Cannot read {image_path} as an image ({err}).") from None
-    if any(not q.strip() for q in args.question):
-        raise ValueError("A question is empty; ask something about the image.")
+    check_questions(args.question)
     model, image_size = load_trained(args.checkpoint)  # checked after the cheap inputs
     image = eval_transform(image_size)(picture)
     answers = generate(
@@ -159,45 +188,55 @@ def cmd_ask(args: argparse.Namespace) -> None:
         print(answers[0])
     else:
         for question, answer in zip(args.question, answers, strict=True):
-            print(f"{question.strip()}\t{answer}")
+            print(f"{' '.join(question.split())}\t{answer}")  # one line, one tab
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Answers and scores first (written as soon as they exist), then the SkinCLIP baseline."""
     from skinclip.data.shards import write_json_atomic, write_jsonl_atomic
-    from skinvl.evaluate import evaluate_atlas
+    from skinvl.evaluate import evaluate_atlas, skinclip_baseline
 
-    shards = Path(args.shards)
+    shards, out = Path(args.shards), Path(args.out)
+    # Everything that can be checked cheaply is, before an hour of generation.
     if not (shards / "manifest.json").is_file():
         raise FileNotFoundError(
             f"No manifest.json in {shards}: give the folder `skinclip shards` or quickstart "
             "wrote (outputs/quickstart/shards)."
         )
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the report.")
     skinclip = args.skinclip_checkpoint
     if skinclip is None and args.limit is None:
         skinclip = read_checkpoint(args.checkpoint)["hyper_parameters"]["skinclip_checkpoint"]
-        if not skinclip or not Path(skinclip).is_file():
-            raise FileNotFoundError(
-                f"The SkinCLIP baseline needs the SkinCLIP checkpoint; {args.checkpoint} was "
-                f"trained from {skinclip!r}, which is not there. Pass --skinclip-checkpoint."
+        if not skinclip:
+            raise ValueError(
+                f"{args.checkpoint} was trained from the untrained SkinCLIP model, so there is "
+                "no SkinCLIP checkpoint to compare with: pass --skinclip-checkpoint, or --limit "
+                "for a quick look without the baseline."
             )
         logger.info("SkinCLIP baseline: %s (the checkpoint SkinVL was trained from)", skinclip)
+    if skinclip is not None and not Path(skinclip).exists():
+        raise FileNotFoundError(
+            f"SkinCLIP checkpoint for the baseline not found: {skinclip}. Pass "
+            "--skinclip-checkpoint with the one SkinVL was trained from."
+        )
     model, image_size = load_trained(args.checkpoint)
     report, records = evaluate_atlas(
         model,
         image_size,
         shards,
-        skinclip,
         split=args.split,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         limit=args.limit,
     )
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the report.")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "skinvl_report.json", report)
     write_jsonl_atomic(out / "skinvl_answers.jsonl", records)
+    report["skinclip_zeroshot_diagnosis"] = None
+    write_json_atomic(out / "skinvl_report.json", report)
+    if skinclip is not None:
+        report["skinclip_zeroshot_diagnosis"] = skinclip_baseline(skinclip, shards, args.split)
+        write_json_atomic(out / "skinvl_report.json", report)
     logger.info("Wrote %s and every answer to skinvl_answers.jsonl beside it", out)
     print(json.dumps(report, indent=2))
 

@@ -137,16 +137,15 @@ def evaluate_atlas(
     model: SkinVL,
     image_size: int,
     shards: Path,
-    skinclip_checkpoint: str | None,
     split: str = "test",
     max_new_tokens: int = 64,
     batch_size: int = 32,
     limit: int | None = None,
 ) -> tuple[dict, list[dict]]:
-    """The report (SkinVL, SkinVL with a blank image, SkinCLIP zero-shot) and every answer.
+    """The report (SkinVL and SkinVL with a blank image) and every answer; the SkinCLIP
+    baseline is :func:`skinclip_baseline`.
 
     Args:
-        skinclip_checkpoint: SkinCLIP weights for the zero-shot baseline; None leaves it out.
         limit: Score only the first ``limit`` questions (a quick look, not for the README).
 
     Returns:
@@ -164,9 +163,6 @@ def evaluate_atlas(
     for name, blank in (("skinvl", False), ("blank_image", True)):
         answers[name] = _answer(model, items, blank, max_new_tokens, batch_size)
         report[name] = score_answers(items, answers[name])
-    report["skinclip_zeroshot_diagnosis"] = (
-        skinclip_baseline(skinclip_checkpoint, shards, split) if skinclip_checkpoint else None
-    )
     records = [
         {
             "key": key,

@@ -177,8 +177,7 @@ class SkinVL(nn.Module):
 
     def encode_batch(self, questions: list[str], answers: list[str]) -> Batch:
         """Tokenise prompts and answers; labels cover the answer (and its end token) only."""
-        if any(not q.strip() for q in questions):
-            raise ValueError("A question is empty; ask something about the image.")
+        check_questions(questions)
         ids, labels = [], []
         end = self.tokenizer.sep_token_id or self.tokenizer.eos_token_id
         for question, answer in zip(questions, answers, strict=True):
@@ -219,13 +218,29 @@ def _left_pad(rows: list[torch.Tensor], pad: torch.Tensor) -> tuple[torch.Tensor
     return embeds, mask
 
 
+def check_questions(questions: list[str]) -> None:
+    """Refuse empty questions and ones holding the image placeholder.
+
+    Raises:
+        ValueError: Saying what is wrong.
+    """
+    if any(not q.strip() for q in questions):
+        raise ValueError("A question is empty; ask something about the image.")
+    if any(IMAGE_TOKEN in q for q in questions):
+        raise ValueError(f"A question contains {IMAGE_TOKEN}; the image goes in by itself.")
+
+
 def prompt_embeddings(
-    model: SkinVL, images: torch.Tensor, questions: list[str]
+    model: SkinVL, images: torch.Tensor, questions: list[str], max_new_tokens: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each question's prompt with its image's visual tokens spliced in, left-padded.
 
     Returns:
         Embeddings (B, L, D) and attention mask (B, L); every prompt ends at position L - 1.
+
+    Raises:
+        ValueError: If a prompt and ``max_new_tokens`` would not fit the language model's
+            positions.
     """
     tok = model.tokenizer
     visual = model.visual_tokens(images)  # (B, V, D)
@@ -243,6 +258,14 @@ def prompt_embeddings(
             model.image_token_id,
         )
         rows.append(embeds[0])
+    limit = getattr(model.language_model.config, "max_position_embeddings", None)
+    longest = max(row.shape[0] for row in rows)
+    if limit is not None and longest + max_new_tokens > limit:
+        raise ValueError(
+            f"A question is too long: with the image its prompt takes {longest} of the language "
+            f"model's {limit} positions, leaving {max(0, limit - longest)} for the answer "
+            f"({max_new_tokens} asked for). Shorten it or lower --max-new-tokens."
+        )
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     return _left_pad(rows, table(torch.tensor([pad_id]))[0])
 
@@ -281,14 +304,22 @@ def generate(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
-    if len(questions) != images.shape[0]:
+    if isinstance(questions, str) or not all(isinstance(q, str) for q in questions):
+        raise ValueError("questions must be a list of strings, one per image.")
+    if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        raise ValueError(
+            f"images must be a float (B, 3, H, W) batch as the eval transform makes; got "
+            f"{images.dtype} {tuple(images.shape)}."
+        )
+    if not questions or len(questions) != images.shape[0]:
         raise ValueError(f"Got {len(questions)} questions for {images.shape[0]} images.")
-    if any(not q.strip() for q in questions):
-        raise ValueError("A question is empty; ask something about the image.")
+    if strategy == "beam" and num_beams < 1:
+        raise ValueError(f"num_beams must be at least 1; got {num_beams}.")
+    check_questions(questions)
     if seed is not None:
         torch.manual_seed(seed)
     tok = model.tokenizer
-    embeds, mask = prompt_embeddings(model, images, questions)
+    embeds, mask = prompt_embeddings(model, images, questions, max_new_tokens)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     end = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
     options = {

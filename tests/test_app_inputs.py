@@ -113,6 +113,22 @@ def test_skinclip_app_refuses_bad_arguments_before_serving(tmp_path, caplog):
     from skinclip.cli import main
 
     assert main(["app", "--max-upload-mb", "-1"]) == 2
+    assert main(["app", "--max-upload-mb", "inf"]) == 2
     assert main(["app", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "max_upload_mb must be a positive number" in caplog.text
     assert "App config not found" in caplog.text
+    bad_yaml, wrong_type = tmp_path / "bad.yaml", tmp_path / "int.yaml"
+    bad_yaml.write_text("index: [unclosed\n")
+    wrong_type.write_text("checkpoint: 123\n")
+    assert main(["app", "--config", str(bad_yaml)]) == 2
+    assert main(["app", "--config", str(wrong_type)]) == 2
+    assert "is not readable YAML" in caplog.text and "checkpoint must be a path" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["app", "--port", "70000"])
+
+
+def test_thin_or_tiny_images_are_refused_before_decoding():
+    with pytest.raises(UploadError, match=r"strip.png is 6000x1 pixels: too small or too thin"):
+        read_upload(_bytes(Image.new("RGB", (6000, 1))), "strip.png")
+    with pytest.raises(UploadError, match="too small"):
+        read_upload(_bytes(Image.new("RGB", (3, 3))), "dot.png")

@@ -79,7 +79,7 @@ def resources_image(images: resources.ShardImages, key: str) -> Image.Image:
     return read_upload(images.get(key), key).image
 
 
-def test_custom_labels_and_their_errors(monkeypatch, explorer_files):
+def test_custom_labels_and_their_errors(monkeypatch, explorer_files, tmp_path):
     page = _page(monkeypatch, explorer_files)
     page.radio(key="source").set_value("Pick an indexed case").run()
     page.selectbox(key="labels").set_value("custom list").run()
@@ -87,6 +87,12 @@ def test_custom_labels_and_their_errors(monkeypatch, explorer_files):
     assert "Most likely: **" in _texts(page)
     page.text_input(key="custom-labels").set_value("melanoma").run()
     assert any("Custom label list" in e.value for e in page.error)
+    # Typed text is never opened as a file on the server, even when it looks like one.
+    label_file = tmp_path / "secret.yaml"
+    label_file.write_text("classes:\n  top secret: [a]\n  other: [b]\n")
+    page.text_input(key="custom-labels").set_value(str(label_file)).run()
+    assert any("at least two classes" in e.value for e in page.error)
+    assert "top secret" not in _texts(page)
 
 
 def test_text_search_and_browse(monkeypatch, explorer_files):

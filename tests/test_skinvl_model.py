@@ -98,6 +98,16 @@ def test_generation_is_batched_and_reproducible(skinvl):
         generate(skinvl, images, ["", "x"])
     with pytest.raises(ValueError, match="strategy"):
         generate(skinvl, images, questions, strategy="nucleus")
+    with pytest.raises(ValueError, match="list of strings"):
+        generate(skinvl, images[:1], "What is it?")  # not four one-letter questions
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        generate(skinvl, images[0], questions[:1])
+    with pytest.raises(ValueError, match="contains <image>"):
+        generate(skinvl, images, ["<image> what?", "x"])
+    with pytest.raises(ValueError, match="too long.*of the language model's 512 positions"):
+        generate(skinvl, images, ["lesion " * 600, "x"], max_new_tokens=4)
+    with pytest.raises(ValueError, match="leaving .* for the answer \\(600 asked for\\)"):
+        generate(skinvl, images, questions, max_new_tokens=600)
 
 
 def test_missing_language_model_is_a_clear_error(tmp_path):

@@ -177,7 +177,7 @@ def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsy
         assert main([*args[:-1], str(image), "--limit", "3"]) == 2  # --out is a file
         assert main([*args[:3], str(skinclip), *args[4:]]) == 2  # not a SkinVL checkpoint
         assert main(["evaluate", str(tmp_path), *args[2:]]) == 2  # not a shard folder
-    assert "Pass --skinclip-checkpoint" in caplog.text
+    assert "pass --skinclip-checkpoint" in caplog.text
     assert "is a file" in caplog.text
     assert "is a SkinCLIP checkpoint, not a SkinVL checkpoint" in caplog.text
     assert "No manifest.json" in caplog.text
@@ -205,6 +205,26 @@ def test_train_names_missing_inputs_before_building_a_model(tiny_shards, tmp_pat
     assert "SkinCLIP checkpoint not found" in caplog.text and "skinclip quickstart" in caplog.text
     assert "No manifest.json in" in caplog.text
     assert not (tmp_path / "run").exists()  # nothing was started
+    with caplog.at_level(logging.ERROR):
+        assert main([*base, "--data.batch_size", "0"]) == 2
+    assert "data.batch_size at least 1" in caplog.text
+
+
+def test_resuming_from_a_damaged_checkpoint_says_what_to_do(tiny_shards, tmp_path, caplog):
+    import logging
+
+    from skinvl.cli import main
+
+    damaged = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"PK\x03\x04 cut short by a kill")
+    args = ["train", "--model.stage", "align", "--model.projector", "linear"]
+    args += ["--model.image_size", "64", "--data.shards", str(tiny_shards)]
+    args += ["--data.num_workers", "0", "--trainer.max_steps", "1"]
+    args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", "last"]
+    with caplog.at_level(logging.ERROR):
+        assert main(args) == 2
+    assert "move its last.ckpt away" in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -391,7 +391,9 @@ def shard_paths(out_dir: Path, split: str) -> list[Path]:
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; choose one of {list(SPLITS)}.")
     manifest = read_manifest(out_dir)
-    return [Path(out_dir).resolve() / name for name in manifest["splits"][split]["shards"]]
+    # A manifest from other tools (or edited by hand) may leave an empty split out.
+    names = manifest.get("splits", {}).get(split, {}).get("shards", [])
+    return [Path(out_dir).resolve() / name for name in names]
 
 
 def split_urls(out_dir: Path, split: str) -> list[str]:
