@@ -102,7 +102,8 @@ def encode_texts(
     """(N, D) normalised embeddings of ``texts``; an empty text is a user error."""
     for i, text in enumerate(texts):
         if not text or not text.strip():
-            raise ValueError(f"Text query {i} is empty; give a description such as 'melanoma'.")
+            which = "The text query" if len(texts) == 1 else f"Text query {i + 1} of {len(texts)}"
+            raise ValueError(f"{which} is empty; give a description such as 'melanoma'.")
     tokens = bundle.tokenizer(list(texts)).to(device)
     return bundle.model.to(device).eval().encode_text(tokens, normalize=True).float().cpu()
 

@@ -159,17 +159,23 @@ def _positive(text: str) -> int:
 def cmd_ask(args: argparse.Namespace) -> None:
     """Answer each question about one image, in one batch; one answer per line, or
     ``question<TAB>answer`` lines when there are several."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     from skinclip.data.images import decode_image
     from skinclip.train.transforms import eval_transform
     from skinvl.model import check_questions, generate
 
     image_path = Path(args.image)
+    if image_path.is_dir():
+        raise ValueError(f"{image_path} is a folder; give one image file.")
     if not image_path.is_file():
         raise FileNotFoundError(f"Image not found: {image_path}")
     try:
         picture = decode_image(image_path.read_bytes())
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"{image_path} is not an image Pillow can read (JPEG, PNG, TIFF, BMP, WebP...)."
+        ) from None
     except (OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"Cannot read {image_path} as an image ({err}).") from None
     check_questions(args.question)

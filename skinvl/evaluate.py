@@ -41,6 +41,11 @@ def _questions(shards: Path, split: str, image_size: int) -> Iterator[tuple]:
     """(image, modality, QAPair, sample key) for every canonical question about every image."""
     transform = eval_transform(image_size)
     for sample in wds.WebDataset(split_urls(shards, split), shardshuffle=False, empty_check=False):
+        if "json" not in sample or "jpg" not in sample:
+            raise ValueError(
+                f"Sample {sample.get('__key__')!r} in {sample.get('__url__')} lacks its image or "
+                "metadata; the shard is damaged. Write the shards again with `skinclip shards`."
+            )
         meta = json.loads(sample["json"])
         modality = meta.get("modality") or "dermoscopic"
         image = transform(decode_image(sample["jpg"]))

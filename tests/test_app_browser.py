@@ -150,11 +150,21 @@ def _remove_upload(driver) -> None:
 
 
 def _click(driver, label: str) -> None:
-    for button in driver.find_elements("tag name", "button"):
-        if button.text.strip() == label and button.is_displayed():
-            button.click()
-            return
-    raise AssertionError(f"no visible button {label!r}")
+    """Click the visible button ``label``, waiting for Streamlit to render it."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def visible(d):
+        buttons = d.find_elements("tag name", "button")
+        return next((b for b in buttons if b.text.strip() == label and b.is_displayed()), None)
+
+    try:
+        WebDriverWait(driver, WAIT).until(visible).click()
+    except TimeoutException:
+        shot = ARTIFACTS / "explorer-failure.png"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(shot))
+        raise AssertionError(f"no visible button {label!r}; see {shot}") from None
 
 
 def test_upload_search_corrupt_file_and_screenshot(server, browser, tmp_path, make_image):

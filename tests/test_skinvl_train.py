@@ -141,9 +141,16 @@ def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsy
         assert main(["ask", str(image), "x", "--checkpoint", str(tmp_path / "no.ckpt")]) == 2
         assert main(["ask", str(tmp_path / "none.jpg"), "x", "--checkpoint", str(checkpoint)]) == 2
         assert main(["ask", str(image), "  ", "--checkpoint", str(checkpoint)]) == 2
+        assert main(["ask", str(tmp_path), "x", "--checkpoint", str(checkpoint)]) == 2
+        text_file = tmp_path / "notes.jpg"
+        text_file.write_text("not a picture")
+        assert main(["ask", str(text_file), "x", "--checkpoint", str(checkpoint)]) == 2
     assert "SkinVL checkpoint not found" in caplog.text
     assert "Image not found" in caplog.text
     assert "question is empty" in caplog.text
+    assert (
+        "is a folder" in caplog.text and "notes.jpg is not an image Pillow can read" in caplog.text
+    )
 
     out = tmp_path / "eval"
     args = ["evaluate", str(tiny_shards), "--checkpoint", str(checkpoint), "--out", str(out)]
