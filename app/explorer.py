@@ -32,8 +32,8 @@ def skinclip_model(checkpoint: str):
 
 
 @st.cache_resource(show_spinner="Loading the case index...")
-def case_index(folder: str, checkpoint: str):
-    return resources.load_index(folder, skinclip_model(checkpoint))
+def case_index(folder: str, checkpoint: str, shards: str):
+    return resources.load_index(folder, skinclip_model(checkpoint), checkpoint, shards)
 
 
 @st.cache_resource(show_spinner="Loading SkinVL...")
@@ -265,7 +265,7 @@ def main(argv: list[str]) -> None:
         st.error(f"Bad explorer arguments: {err}")
         return
     bundle = skinclip_model(config.checkpoint)
-    index = case_index(config.index, config.checkpoint)
+    index = case_index(config.index, config.checkpoint, config.shards)
     skinvl = skinvl_model(config.skinvl)
     images = shard_images(config.shards)
     with st.sidebar:

@@ -20,6 +20,9 @@ DEFAULT_MAX_UPLOAD_MB = 20
 # at most a few hundred, so more pixels only cost memory and time.
 MAX_SIDE = 2048
 MIN_SIDE = 4
+# Formats other than JPEG decode at full size before downscaling (about 3 bytes a pixel), so a
+# server taking several uploads at once refuses them above this; JPEG decodes reduced.
+MAX_FULL_DECODE_PIXELS = 40_000_000
 MAX_ASPECT = 100  # longer side over shorter side
 # Formats a camera, dermatoscope or slide scanner export; anything else is refused.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "MPO")
@@ -101,6 +104,11 @@ def _prepare(image: Image.Image, name: str) -> Upload:
         raise UploadError(
             f"{name} is {size[0]}x{size[1]} pixels: too small or too thin to be a photograph of "
             f"a lesion (at least {MIN_SIDE} px a side, at most {MAX_ASPECT}:1)."
+        )
+    if size[0] * size[1] > MAX_FULL_DECODE_PIXELS and image.format != "JPEG":
+        raise UploadError(
+            f"{name} is {size[0]}x{size[1]} pixels, more than this page decodes from a "
+            f"{image.format} file ({MAX_FULL_DECODE_PIXELS:,}). Downscale it, or export a JPEG."
         )
     if max(size) > MAX_SIDE and image.format == "JPEG":
         image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # a cheaper reduced-size decode

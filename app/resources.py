@@ -7,6 +7,7 @@ say what to run and keep every part that does not need it working.
 from __future__ import annotations
 
 import logging
+import shlex
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,14 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 BUILD_SKINCLIP = "skinclip quickstart --data PATH_TO_DATA"
-BUILD_INDEX = (
-    "skinclip index build --shards outputs/quickstart/shards "
-    "--checkpoint outputs/quickstart/train/checkpoints/last.ckpt --out outputs/quickstart/index"
-)
+
+
+def build_index_command(folder: str, checkpoint: str, shards: str) -> str:
+    """The command that builds the index at ``folder`` for the model the page loads."""
+    parts = ["skinclip", "index", "build", "--shards", shards, "--checkpoint", checkpoint]
+    return shlex.join([*parts, "--out", folder])
+
+
 BUILD_SKINVL = (
     "skinvl train --config configs/skinvl_align.yaml && "
     "skinvl train --config configs/skinvl_instruct.yaml"
@@ -50,19 +55,21 @@ def load_skinclip(checkpoint: str):
         return Missing("SkinCLIP model", f"{path}: {reason}", f"{BUILD_SKINCLIP}, or --checkpoint")
 
 
-def load_index(folder: str, bundle):
-    """The case index, checked against the loaded model."""
+def load_index(folder: str, bundle, checkpoint: str, shards: str):
+    """The case index, checked against the loaded model (from ``checkpoint``); a missing or
+    mismatched one gets the command that builds it from ``shards`` for that model."""
     from skinclip.retrieval import load_case_index
 
     if isinstance(bundle, Missing):
         return Missing("case index", "it needs the SkinCLIP model, which is missing", bundle.fix)
+    build = build_index_command(folder, checkpoint, shards)
     path = Path(folder)
     if not path.is_dir():
-        return Missing("case index", f"no index folder at {path}", f"{BUILD_INDEX}, or --index")
+        return Missing("case index", f"no index folder at {path}", build)
     try:
         return load_case_index(path, bundle)
     except (FileNotFoundError, ValueError) as err:
-        return Missing("case index", str(err), f"rebuild it for this model: {BUILD_INDEX}")
+        return Missing("case index", str(err), f"# rebuild it for this model:\n{build}")
 
 
 def load_skinvl(checkpoint: str):

@@ -132,3 +132,13 @@ def test_thin_or_tiny_images_are_refused_before_decoding():
         read_upload(_bytes(Image.new("RGB", (6000, 1))), "strip.png")
     with pytest.raises(UploadError, match="too small"):
         read_upload(_bytes(Image.new("RGB", (3, 3))), "dot.png")
+
+
+def test_huge_non_jpeg_is_refused_before_a_full_size_decode(monkeypatch):
+    from app import inputs
+
+    monkeypatch.setattr(inputs, "MAX_FULL_DECODE_PIXELS", 100 * 100)
+    with pytest.raises(UploadError, match=r"wide.png is 200x100 pixels, more than this page"):
+        read_upload(_bytes(Image.new("RGB", (200, 100))), "wide.png")
+    # A JPEG decodes at reduced size, so the same pixel count is fine.
+    assert read_upload(_bytes(Image.new("RGB", (200, 100)), "JPEG"), "wide.jpg").image.size

@@ -43,7 +43,7 @@ def test_indexed_case_gets_diagnosis_concepts_neighbours_and_an_answer(monkeypat
 
     # The page's diagnosis is the one computed directly from the same model and image.
     bundle = resources.load_skinclip(explorer_files["checkpoint"])
-    index = resources.load_index(explorer_files["index"], bundle)
+    index = resources.load_index(explorer_files["index"], bundle, "ckpt", "shards")
     images = resources.ShardImages(explorer_files["shards"])
     image = resources_image(images, key)
     embed = analysis.embed_image(bundle, image)
@@ -100,7 +100,7 @@ def test_text_search_and_browse(monkeypatch, explorer_files):
     page.text_input(key="query").set_value("melanoma on the back")
     page.button(key="search-button").click().run()
     bundle = resources.load_skinclip(explorer_files["checkpoint"])
-    index = resources.load_index(explorer_files["index"], bundle)
+    index = resources.load_index(explorer_files["index"], bundle, "ckpt", "shards")
     hits = analysis.text_cases(index, bundle, "melanoma on the back", 12)
     text = _texts(page)
     positions = [text.index(f"case `{hit.case_id}`") for hit in hits]
@@ -127,7 +127,9 @@ def test_missing_pieces_say_what_to_run_and_the_rest_works(monkeypatch, explorer
     page = _page(monkeypatch, explorer_files, index=str(tmp_path / "no-index"))
     text = _texts(page)
     assert "case index is not loaded" in text
-    assert any("skinclip index build" in c.value for c in page.code)
+    # The fix names the configured paths, not the quickstart defaults.
+    build = f"--checkpoint {explorer_files['checkpoint']} --out {tmp_path / 'no-index'}"
+    assert any("skinclip index build" in c.value and build in c.value for c in page.code)
     assert page.radio(key="source").options == ["Upload an image"]
 
     page = _page(monkeypatch, explorer_files, checkpoint=str(tmp_path / "none.ckpt"))
