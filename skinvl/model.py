@@ -205,6 +205,15 @@ class SkinVL(nn.Module):
             visual,
             self.image_token_id,
         )
+        limit = getattr(self.language_model.config, "max_position_embeddings", None)
+        if limit is not None and embeds.shape[1] > limit:
+            # A long MM-Skin answer must not crash a training run: the language model learns
+            # the part that fits.
+            cut = int((mask[:, limit:].sum(dim=1) > 0).sum())
+            logger.warning(
+                "Cut %d long Q/A pair(s) to the language model's %d positions", cut, limit
+            )
+            embeds, mask, labels = embeds[:, :limit], mask[:, :limit], labels[:, :limit]
         return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
 
 

@@ -115,3 +115,16 @@ def test_missing_language_model_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="Language model .*nope.* not found"):
         load_language_model(tmp_path / "nope")
+
+
+def test_a_qa_pair_longer_than_the_language_model_is_cut_not_fatal(skinvl, caplog):
+    import logging
+
+    skinvl.eval()
+    images = torch.randn(2, 3, 64, 64)
+    long_answer = "scaly erythematous plaque " * 250  # about 750 tokens; MiniLM has 512
+    batch = skinvl.encode_batch(["Describe it.", "Is it flat?"], [long_answer, "flat"])
+    with caplog.at_level(logging.WARNING, logger="skinvl.model"), torch.no_grad():
+        loss = skinvl(images, batch).loss
+    assert torch.isfinite(loss)
+    assert "Cut 1 long Q/A pair(s) to the language model's 512 positions" in caplog.text
