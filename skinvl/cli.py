@@ -32,11 +32,9 @@ def check_training_inputs(skinclip_checkpoint, init_from, shards) -> None:
             "with `skinvl train --config configs/skinvl_align.yaml`, or point --model.init_from "
             "at its checkpoints/last.ckpt."
         )
-    if not (Path(shards) / "manifest.json").is_file():
-        raise FileNotFoundError(
-            f"No manifest.json in {shards} (data.shards): give the shard folder that "
-            "`skinclip quickstart` or `skinclip shards` wrote."
-        )
+    from skinclip.data.shards import read_manifest
+
+    read_manifest(Path(shards))  # names the folder and how to write shards there
 
 
 def run_training(args: list[str]):
@@ -199,16 +197,12 @@ def cmd_ask(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Answers and scores first (written as soon as they exist), then the SkinCLIP baseline."""
-    from skinclip.data.shards import write_json_atomic, write_jsonl_atomic
+    from skinclip.data.shards import read_manifest, write_json_atomic, write_jsonl_atomic
     from skinvl.evaluate import evaluate_atlas, skinclip_baseline
 
     shards, out = Path(args.shards), Path(args.out)
     # Everything that can be checked cheaply is, before an hour of generation.
-    if not (shards / "manifest.json").is_file():
-        raise FileNotFoundError(
-            f"No manifest.json in {shards}: give the folder `skinclip shards` or quickstart "
-            "wrote (outputs/quickstart/shards)."
-        )
+    read_manifest(shards)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the report.")
     skinclip = args.skinclip_checkpoint
