@@ -6,13 +6,13 @@ user who ran them needs no arguments at all.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
 from app.inputs import DEFAULT_MAX_UPLOAD_MB
+from skinclip.cli import StrictParser
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def parse_config(argv: list[str]) -> AppConfig:
         FileNotFoundError: If the config file does not exist.
         ValueError: If it is not a mapping of known fields.
     """
-    parser = argparse.ArgumentParser(prog="skinclip app", allow_abbrev=False)
+    parser = StrictParser(prog="skinclip app")
     parser.add_argument("--config", help="YAML file with checkpoint, index, shards, skinvl")
     for f in fields(AppConfig):
         kind = float if isinstance(f.default, float) else str

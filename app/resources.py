@@ -40,6 +40,7 @@ class Missing:
 
 def load_skinclip(checkpoint: str):
     """A SkinCLIP bundle from a Lightning checkpoint or an exported open_clip folder."""
+    from skinclip.cli import first_line
     from skinclip.model.towers import create_skinclip
 
     path = Path(checkpoint)
@@ -51,8 +52,9 @@ def load_skinclip(checkpoint: str):
         return create_skinclip(pretrained=str(path))
     except Exception as err:  # any unreadable file (safetensors, pickle, text) must not
         # take the whole page down: the other tabs keep working without the model
-        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else repr(err)
-        return Missing("SkinCLIP model", f"{path}: {reason}", f"{BUILD_SKINCLIP}, or --checkpoint")
+        return Missing(
+            "SkinCLIP model", f"{path}: {first_line(err)}", f"{BUILD_SKINCLIP}, or --checkpoint"
+        )
 
 
 def load_index(folder: str, bundle, checkpoint: str, shards: str):

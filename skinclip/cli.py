@@ -311,7 +311,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skinclip", description=__doc__)
+    parser = StrictParser(prog="skinclip", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -553,14 +553,19 @@ def port_number(text: str) -> int:
     return value
 
 
-def no_abbreviations(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Turn off prefix matching in ``parser`` and its subcommands: ``--epoch 1`` must be an
-    error, not a silent ``--epochs 1``."""
-    parser.allow_abbrev = False
-    for action in parser._subparsers._group_actions if parser._subparsers else ():
-        for child in getattr(action, "choices", {}).values():
-            no_abbreviations(child)
-    return parser
+class StrictParser(argparse.ArgumentParser):
+    """An ArgumentParser without prefix matching (``--epoch 1`` is an error, not a silent
+    ``--epochs 1``); its subcommands' parsers are of the same class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (a library's can run to pages), or its repr."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else repr(err)
 
 
 def exit_code(log: logging.Logger, command, *args) -> int:
@@ -576,7 +581,7 @@ def exit_code(log: logging.Logger, command, *args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = no_abbreviations(build_parser())
+    parser = build_parser()
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

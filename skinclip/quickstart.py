@@ -6,7 +6,6 @@ example retrievals. Rerunning after a kill resumes training from its last checkp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from skinclip.data.atlas import read_atlas
 from skinclip.data.shards import write_json_atomic, write_shards
+from skinclip.data.splits import split_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _sample_cases(records, max_cases: int | None):
         return
     records = list(records)
     ids = {record.meta["case_id"] for record in records}
-    keep = set(sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())[:max_cases])
+    keep = set(sorted(ids, key=split_fraction)[:max_cases])
     yield from (record for record in records if record.meta["case_id"] in keep)
 
 

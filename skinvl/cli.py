@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from skinclip.cli import exit_code, no_abbreviations
+from skinclip.cli import StrictParser, exit_code, first_line, positive_int
 
 logger = logging.getLogger("skinvl")
 
@@ -61,7 +61,7 @@ def run_training(args: list[str]):
     try:
         return _fit(SkinVLCLI, args)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else repr(err)
+        first = first_line(err)
         if "state_dict" not in first and "PytorchStreamReader" not in first:
             raise
         raise ValueError(
@@ -142,16 +142,10 @@ def load_trained(checkpoint: str):
                 f"{checkpoint} was trained by an earlier SkinVL, without the SkinCLIP-embedding "
                 "token; train both stages again with `skinvl train`."
             ) from None
-        first_line = str(err).strip().splitlines()[0][:300]
-        raise ValueError(f"{checkpoint} does not fit this SkinVL model ({first_line}).") from None
+        raise ValueError(
+            f"{checkpoint} does not fit this SkinVL model ({first_line(err)})."
+        ) from None
     return module.model.eval(), module.hparams.image_size
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def cmd_ask(args: argparse.Namespace) -> None:
@@ -250,14 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if argv[:1] == ["train"]:
         return exit_code(logger, run_training, argv[1:])
-    parser = argparse.ArgumentParser(prog="skinvl", description=__doc__)
+    parser = StrictParser(prog="skinvl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train a stage (e.g. --config configs/skinvl_align.yaml)")
     p = sub.add_parser("ask", help="answer a question about an image")
     p.add_argument("image")
     p.add_argument("question", nargs="+", help="one or more questions, answered in one batch")
     p.add_argument("--checkpoint", required=True, help="a `skinvl train` last.ckpt")
-    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
     p.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample"])
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("evaluate", help="atlas test split: SkinVL, blank image, SkinCLIP")
@@ -271,15 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", required=True, help="folder for skinvl_report.json")
     p.add_argument("--split", default="test")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
     p.add_argument(
         "--limit",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="only the first N questions, a quick look: no SkinCLIP baseline",
     )
-    args = no_abbreviations(parser).parse_args(argv)
+    args = parser.parse_args(argv)
     return exit_code(logger, {"ask": cmd_ask, "evaluate": cmd_evaluate}[args.command], args)
 
 
