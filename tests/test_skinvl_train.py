@@ -184,10 +184,12 @@ def test_cli_trains_resumes_and_answers(tiny_shards, tmp_path, make_image, capsy
         assert main([*args[:-1], str(image), "--limit", "3"]) == 2  # --out is a file
         assert main([*args[:3], str(skinclip), *args[4:]]) == 2  # not a SkinVL checkpoint
         assert main(["evaluate", str(tmp_path), *args[2:]]) == 2  # not a shard folder
+        assert main(["evaluate", str(tiny_shards.parent), *args[2:]]) == 2  # one level up
     assert "pass --skinclip-checkpoint" in caplog.text
     assert "is a file" in caplog.text
     assert "is a SkinCLIP checkpoint, not a SkinVL checkpoint" in caplog.text
     assert "No manifest.json" in caplog.text
+    assert f"did you mean {tiny_shards}?" in caplog.text
 
 
 def test_mmskin_pairs_from_shards_are_used_as_given():

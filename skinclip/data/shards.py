@@ -371,6 +371,9 @@ def read_manifest(out_dir: Path) -> dict:
     """
     path = Path(out_dir) / MANIFEST_NAME
     if not path.is_file():
+        inner = Path(out_dir) / "shards"  # a quickstart output folder holds them one level down
+        if (inner / MANIFEST_NAME).is_file():
+            raise FileNotFoundError(f"No {MANIFEST_NAME} in {out_dir}; did you mean {inner}?")
         raise FileNotFoundError(
             f"No {MANIFEST_NAME} in {out_dir}, so it holds no complete shard set; "
             "run `skinclip shards` first to write shards there."
