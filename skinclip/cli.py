@@ -560,6 +560,19 @@ class StrictParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._has_commands = False
+
+    def add_subparsers(self, **kwargs):
+        self._has_commands = True
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # argparse hands a subcommand's unknown options up to the top-level parser, whose
+        # error shows the top-level usage; the subcommand's own usage says what it accepts.
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not self._has_commands:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:

@@ -89,7 +89,7 @@ def _fit(cli_class, args: list[str]):
         },
         args=["fit", *args],
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "skinvl train"},
+        parser_kwargs={"prog": "skinvl train", "allow_abbrev": False},
     )
 
 

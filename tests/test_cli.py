@@ -1,6 +1,7 @@
 """The ``skinclip`` command: user errors exit with a message that names the problem."""
 
 import csv
+import importlib
 import logging
 
 import pytest
@@ -162,3 +163,29 @@ def test_abbreviated_options_are_refused(argv, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, usage, unknown",
+    [
+        (["zeroshot", "imgs", "--out", "o.csv", "--topk", "3"], "skinclip zeroshot", "--topk 3"),
+        (["index", "build", "--shards", "x", "--out", "y", "--bogus"], "index build", "--bogus"),
+    ],
+)
+def test_unknown_option_shows_the_subcommands_usage(argv, usage, unknown, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert f"usage: {usage}" in err or f"usage: skinclip {usage}" in err
+    assert f"unrecognized arguments: {unknown}" in err
+
+
+@pytest.mark.parametrize("module, command", [("skinclip.train.cli", ["fit"]), ("skinvl.cli", [])])
+def test_training_clis_refuse_abbreviated_options(module, command, capsys):
+    # jsonargparse, like argparse, would otherwise read --trainer.max_step as --trainer.max_steps.
+    run_training = importlib.import_module(module).run_training
+    with pytest.raises(SystemExit) as exit_info:
+        run_training([*command, "--trainer.max_step", "2", "--print_config"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --trainer.max_step 2" in capsys.readouterr().err

@@ -119,5 +119,5 @@ def run_training(args: list[str] | None = None) -> SkinCLIPCLI:
         trainer_defaults=trainer_defaults,
         args=args,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "skinclip train"},
+        parser_kwargs={"prog": "skinclip train", "allow_abbrev": False},
     )
