@@ -63,6 +63,17 @@ def test_no_weight_decay_on_norms_biases_and_logit_scale():
     assert logit_group["weight_decay"] == 0.0
 
 
+def test_fixed_logit_scale_holds_through_training(tiny_shards, tmp_path):
+    module = SkinCLIPModule(**TINY, fixed_logit_scale=5.0)
+    assert all(
+        p is not module.model.logit_scale for g in module._param_groups() for p in g["params"]
+    )
+    _trainer(tmp_path, max_steps=2).fit(module, datamodule=_data(tiny_shards))
+    assert module.model.logit_scale.exp().item() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="fixed_logit_scale"):
+        SkinCLIPModule(**TINY, fixed_logit_scale=0.0)
+
+
 def test_validation_logs_recall_and_zeroshot(tiny_shards, tmp_path):
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=None)
     trainer.fit(SkinCLIPModule(**TINY), datamodule=_data(tiny_shards))

@@ -44,6 +44,8 @@ class SkinCLIPModule(L.LightningModule):
             (the projection always trains).
         text_unlocked_layers: Transformer layers left trainable when ``lock_text``.
         max_steps_hint: Total optimizer steps for the schedule; 0 derives it from the trainer.
+        fixed_logit_scale: Hold the contrastive temperature's inverse at this value instead of
+            learning it from the model's initial value.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class SkinCLIPModule(L.LightningModule):
         lock_text: bool = True,
         text_unlocked_layers: int = 0,
         max_steps_hint: int = 0,
+        fixed_logit_scale: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -70,6 +73,12 @@ class SkinCLIPModule(L.LightningModule):
         self.tokenizer = bundle.tokenizer
         self.preprocess_val = bundle.preprocess_val
         self._lock_towers()
+        if fixed_logit_scale is not None:
+            if not 0 < fixed_logit_scale <= 100:
+                raise ValueError(f"fixed_logit_scale must be in (0, 100]; got {fixed_logit_scale}.")
+            with torch.no_grad():
+                self.model.logit_scale.fill_(math.log(fixed_logit_scale))
+            self.model.logit_scale.requires_grad_(False)
         self.loss_fn = ClipLoss()
         self._val_outputs: list[dict] = []
 
