@@ -96,8 +96,8 @@ def check_model(
     """Raise if the index was built by a different model than the caller's."""
     built = f"The index at {folder} was built with model {manifest.model_id!r}"
     fix = (
-        "Rebuild the index with this model (`skinclip index`), or load the checkpoint of "
-        f"model {manifest.model_id!r}."
+        "Rebuild the index with this model (`skinclip index build`), or pass the checkpoint "
+        f"the index was built with (--checkpoint PATH; its model id is {manifest.model_id!r})."
     )
     if model_id is not None and model_id != manifest.model_id:
         raise ValueError(f"{built}, but the current model is {model_id!r}. {fix}")

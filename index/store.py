@@ -130,9 +130,10 @@ class CaseIndex:
             index_params=spec.to_dict(),
         )
         logger.info(
-            "Built %s index of %d images in %d cases (dim %d, model %s)",
+            "Built %s index of %d %s in %d cases (dim %d, model %s)",
             spec.kind,
             n,
+            items[0].get("content", "images") if items else "images",
             manifest.n_cases,
             dim,
             model_id,

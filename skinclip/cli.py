@@ -465,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="shards -> training -> evaluation -> index on the atlas")
     p.add_argument("--data", default=None, help="folder holding derm7pt/ (default $SKINCLIP_DATA)")
-    p.add_argument("--out", default="outputs/quickstart")
+    p.add_argument(
+        "--out", default="outputs/quickstart", help="output folder (default: %(default)s)"
+    )
     p.add_argument("--config", default=None, help="training YAML (default: configs/quickstart)")
     p.add_argument(
         "--max-cases",
@@ -473,9 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use only N cases, a fixed sample across diagnoses (a quick trial)",
     )
-    p.add_argument("--epochs", type=positive_int, default=None)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--epochs", type=positive_int, default=None, help="training epochs (default: the config's)"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="input resolution (default: the config's)"
+    )
+    p.add_argument("--workers", type=int, default=2, help="data-loader workers (default: 2)")
 
     p = sub.add_parser("app", help="start the case explorer in the browser (Streamlit)")
     p.add_argument("--config", help="YAML with checkpoint, index, shards, skinvl, max_upload_mb")

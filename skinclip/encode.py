@@ -121,7 +121,10 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> tuple:
         path = self.paths[i]
         try:
-            image = decode_image(path.read_bytes())
+            data = path.read_bytes()
+            if not data:
+                return None, str(path), "empty file (0 bytes)"
+            image = decode_image(data)
             return self.preprocess(image), str(path), ""
         except FileNotFoundError:
             return None, str(path), "file not found"

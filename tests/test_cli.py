@@ -35,12 +35,14 @@ def test_shards_from_generic_csv_reports_skips(make_image, tmp_path):
     ]
 
 
-@pytest.mark.parametrize("bad", ["truncated", "text"])
+@pytest.mark.parametrize("bad", ["truncated", "text", "empty"])
 def test_zeroshot_writes_error_rows_for_unreadable_images(make_image, tmp_path, bad):
     good = make_image("new/good.jpg", size=(64, 48))
     broken = tmp_path / "new" / "broken.jpg"
     if bad == "truncated":
         broken.write_bytes(good.read_bytes()[:40])
+    elif bad == "empty":
+        broken.write_bytes(b"")
     else:
         broken.write_text("hello")
     out = tmp_path / "labels.csv"
@@ -67,7 +69,8 @@ def test_zeroshot_writes_error_rows_for_unreadable_images(make_image, tmp_path, 
     p1, p2 = float(rows["good.jpg"]["prob1"]), float(rows["good.jpg"]["prob2"])
     assert p1 >= p2 and p1 + p2 == pytest.approx(1.0, abs=2e-4)
     assert rows["broken.jpg"]["label1"] == ""
-    assert "unreadable" in rows["broken.jpg"]["error"]
+    expected = "empty file (0 bytes)" if bad == "empty" else "unreadable"
+    assert expected in rows["broken.jpg"]["error"]
     assert rows["good.jpg"]["model_id"] == "SkinCLIP-EffNetLite0-MiniLM"
 
 

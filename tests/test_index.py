@@ -260,7 +260,7 @@ def test_load_missing_folder_or_file(corpus, tmp_path):
 def test_load_rejects_other_model(corpus, tmp_path):
     _, _, idx = corpus
     folder = idx.save(tmp_path / "idx")
-    with pytest.raises(ValueError, match=f"'{MODEL}'.*'other-model'.*Rebuild"):
+    with pytest.raises(ValueError, match=f"'{MODEL}'.*'other-model'.*index build.*--checkpoint"):
         CaseIndex.load(folder, expected_model_id="other-model")
     with pytest.raises(ValueError, match=f"{DIM}-dim.*768-dim.*Rebuild"):
         CaseIndex.load(folder, expected_dim=768)

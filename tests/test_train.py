@@ -70,7 +70,7 @@ def test_fixed_logit_scale_holds_through_training(tiny_shards, tmp_path):
     )
     _trainer(tmp_path, max_steps=2).fit(module, datamodule=_data(tiny_shards))
     assert module.model.logit_scale.exp().item() == pytest.approx(5.0)
-    with pytest.raises(ValueError, match="fixed_logit_scale"):
+    with pytest.raises(ValueError, match="model.fixed_logit_scale must be in .*Leave it out"):
         SkinCLIPModule(**TINY, fixed_logit_scale=0.0)
 
 

@@ -44,8 +44,8 @@ class SkinCLIPModule(L.LightningModule):
             (the projection always trains).
         text_unlocked_layers: Transformer layers left trainable when ``lock_text``.
         max_steps_hint: Total optimizer steps for the schedule; 0 derives it from the trainer.
-        fixed_logit_scale: Hold the contrastive temperature's inverse at this value instead of
-            learning it from the model's initial value.
+        fixed_logit_scale: Hold the contrastive temperature's inverse at this value, in
+            (0, 100], instead of learning it from the model's initial value.
     """
 
     def __init__(
@@ -67,6 +67,12 @@ class SkinCLIPModule(L.LightningModule):
         fixed_logit_scale: float | None = None,
     ):
         super().__init__()
+        # Checked before the towers load, so a bad value fails at once.
+        if fixed_logit_scale is not None and not 0 < fixed_logit_scale <= 100:
+            raise ValueError(
+                f"model.fixed_logit_scale must be in (0, 100]; got {fixed_logit_scale}. Leave it "
+                "out to learn the temperature."
+            )
         self.save_hyperparameters()
         bundle = create_skinclip(model_name, pretrained, image_size, pretrained_towers)
         self.model = bundle.model
@@ -74,8 +80,6 @@ class SkinCLIPModule(L.LightningModule):
         self.preprocess_val = bundle.preprocess_val
         self._lock_towers()
         if fixed_logit_scale is not None:
-            if not 0 < fixed_logit_scale <= 100:
-                raise ValueError(f"fixed_logit_scale must be in (0, 100]; got {fixed_logit_scale}.")
             with torch.no_grad():
                 self.model.logit_scale.fill_(math.log(fixed_logit_scale))
             self.model.logit_scale.requires_grad_(False)
