@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from app.inputs import DEFAULT_MAX_UPLOAD_MB
-from skinclip.cli import StrictParser
+from skinclip.cli_common import StrictParser
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class Missing:
 
 def load_skinclip(checkpoint: str):
     """A SkinCLIP bundle from a Lightning checkpoint or an exported open_clip folder."""
-    from skinclip.cli import first_line
+    from skinclip.cli_common import first_line
     from skinclip.model.towers import create_skinclip
 
     path = Path(checkpoint)

@@ -133,7 +133,7 @@ class CaseIndex:
             "Built %s index of %d %s in %d cases (dim %d, model %s)",
             spec.kind,
             n,
-            items[0].get("content", "images") if items else "images",
+            items[0].get("content", "images"),  # never empty: checked above
             manifest.n_cases,
             dim,
             model_id,

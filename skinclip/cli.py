@@ -8,6 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
+from skinclip.cli_common import (
+    LOG_FORMAT,
+    StrictParser,
+    configure_logging,
+    exit_code,
+    port_number,
+    positive_int,
+)
+
 logger = logging.getLogger("skinclip")
 
 
@@ -25,13 +34,6 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-size", type=int, default=None, help="override input resolution")
     parser.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
 
 
 def output_dir(path: str) -> Path:
@@ -551,59 +553,12 @@ COMMANDS = {
 }
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 1 to 65535."""
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
-    return value
-
-
-class StrictParser(argparse.ArgumentParser):
-    """An ArgumentParser without prefix matching (``--epoch 1`` is an error, not a silent
-    ``--epochs 1``); its subcommands' parsers are of the same class."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-        self._has_commands = False
-
-    def add_subparsers(self, **kwargs):
-        self._has_commands = True
-        return super().add_subparsers(**kwargs)
-
-    def parse_known_args(self, args=None, namespace=None):
-        # argparse hands a subcommand's unknown options up to the top-level parser, whose
-        # error shows the top-level usage; the subcommand's own usage says what it accepts.
-        namespace, extras = super().parse_known_args(args, namespace)
-        if extras and not self._has_commands:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return namespace, extras
-
-
-def first_line(err: BaseException, limit: int = 300) -> str:
-    """The first line of an error's message (a library's can run to pages), or its repr."""
-    text = str(err).strip()
-    return text.splitlines()[0][:limit] if text else repr(err)
-
-
-def exit_code(log: logging.Logger, command, *args) -> int:
-    """Run a subcommand: 0 on success; 2, with the message logged and no traceback, for the
-    errors that mean bad input (a missing file, an invalid value)."""
-    try:
-        command(*args)
-    except (FileNotFoundError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         return exit_code(logger, cmd_train, argparse.Namespace(), argv[1:])
     if (
         argv[:1] == ["index"]
@@ -612,14 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         argv = ["index", "build", *argv[1:]]  # `skinclip index --shards ...` builds
     args = parser.parse_args(argv)
-    # Our own progress at INFO; the libraries' chatter (open_clip logs every loading step at
-    # INFO on the root logger, faiss each CPU build it probes) only with --verbose.
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    for name in ("skinclip", "index"):
-        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # The libraries' chatter (faiss also logs each CPU build it probes) only with --verbose.
+    configure_logging(("skinclip", "index"), args.verbose)
     return exit_code(logger, COMMANDS[args.command], args)
 
 

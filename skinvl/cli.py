@@ -9,7 +9,13 @@ import logging
 import sys
 from pathlib import Path
 
-from skinclip.cli import StrictParser, exit_code, first_line, positive_int
+from skinclip.cli_common import (
+    StrictParser,
+    configure_logging,
+    exit_code,
+    first_line,
+    positive_int,
+)
 
 logger = logging.getLogger("skinvl")
 
@@ -237,11 +243,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # Our own progress at INFO; the libraries' chatter (open_clip logs each loading step at
-    # INFO on the root logger) stays out, as in `skinclip`.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("skinvl", "skinclip", "lightning.pytorch"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    configure_logging(("skinvl", "skinclip", "lightning.pytorch"))
     if argv[:1] == ["train"]:
         return exit_code(logger, run_training, argv[1:])
     parser = StrictParser(prog="skinvl", description=__doc__)
