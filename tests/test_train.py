@@ -154,3 +154,12 @@ def test_trimmed_padding_embeds_exactly_like_full_context():
         short = bundle.model.encode_text(trimmed)
     assert torch.allclose(full, short, atol=1e-5)
     assert torch.equal(trim_padding(torch.zeros(2, 5, dtype=torch.long)), torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("pretrained_towers", [True, False])
+def test_training_modes_do_not_depend_on_how_the_towers_were_built(pretrained_towers):
+    module = SkinCLIPModule(image_size=32, pretrained_towers=pretrained_towers)
+    assert module.model.visual.training
+    assert module.model.text.proj.training
+    # The Hugging Face text transformer trains without dropout either way.
+    assert not any(m.training for m in module.model.text.transformer.modules())

@@ -158,7 +158,8 @@ def create_skinclip(
         device: Where to put the model.
 
     Returns:
-        A :class:`SkinCLIPBundle`.
+        A :class:`SkinCLIPBundle` whose model is in eval mode, so that embeddings and
+        classifiers come out the same on every call; training code sets its own modes.
     """
     lightning_ckpt = pretrained is not None and _is_lightning_checkpoint(pretrained)
     if lightning_ckpt:
@@ -209,6 +210,9 @@ def create_skinclip(
     # Convolutional towers run about 1.8x faster on CPU with channels-last tensors (oneDNN);
     # for transformer towers it changes nothing.
     model.visual.to(memory_format=torch.channels_last)
+    # open_clip returns a model in training mode, except a Hugging Face text tower loaded with
+    # from_pretrained; dropout left on would make every zero-shot classifier slightly random.
+    model.eval()
     tokenizer = open_clip.get_tokenizer(model_name)
     model_id = model_name if not pretrained else f"{model_name}@{Path(pretrained).name}"
     return SkinCLIPBundle(model, preprocess_train, preprocess_val, tokenizer, model_name, model_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from open_clip.loss import ClipLoss
+from transformers import PreTrainedModel
 
 from skinclip.eval.classification import balanced_accuracy
 from skinclip.labels import get_label_set
@@ -78,6 +79,7 @@ class SkinCLIPModule(L.LightningModule):
         self.model = bundle.model
         self.tokenizer = bundle.tokenizer
         self.preprocess_val = bundle.preprocess_val
+        self._set_training_modes()
         self._lock_towers()
         if fixed_logit_scale is not None:
             with torch.no_grad():
@@ -85,6 +87,15 @@ class SkinCLIPModule(L.LightningModule):
             self.model.logit_scale.requires_grad_(False)
         self.loss_fn = ClipLoss()
         self._val_outputs: list[dict] = []
+
+    def _set_training_modes(self) -> None:
+        # A Hugging Face text transformer trains without dropout: from_pretrained leaves it in
+        # eval mode, every recipe in the README was measured that way, and a model built from
+        # a checkpoint or from random weights must train the same way.
+        self.model.train()
+        transformer = getattr(getattr(self.model, "text", None), "transformer", None)
+        if isinstance(transformer, PreTrainedModel):
+            transformer.eval()
 
     def _lock_towers(self) -> None:
         hp = self.hparams
