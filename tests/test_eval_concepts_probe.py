@@ -93,3 +93,8 @@ def test_probe_needs_two_cases_per_class():
     embeds = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     with pytest.raises(ValueError, match="two cases of every class"):
         fit_probe(embeds, torch.tensor([0, 0, 1]), ["a", "b", "c"], 2)
+    # The message names the class and how to skip the probe.
+    with pytest.raises(ValueError, match=r"; melanoma has a single case.*--probe-train ''"):
+        fit_probe(
+            embeds, torch.tensor([0, 0, 1]), ["a", "b", "c"], 2, class_names=["nevus", "melanoma"]
+        )

@@ -104,7 +104,21 @@ def test_report_on_atlas_shards_and_split_misuse(tiny_shards, tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         args = ["evaluate", str(tiny_shards), "--out", str(out), "--calibration-split", "test"]
         assert main(args) == 2
-    assert "cannot also calibrate" in caplog.text
+    assert "'test' cannot also fit the temperature (--calibration-split test)" in caplog.text
+    caplog.clear()
+    val = ["evaluate", str(tiny_shards), "--out", str(out), "--split", "val"]
+    with caplog.at_level(logging.ERROR):
+        assert main([*val, "--calibration-split", "val", "--probe-train", "val"]) == 2
+    assert "cannot also fit the temperature (--calibration-split val) or train the probe" in (
+        caplog.text
+    )
+    assert "--no-calibration and --probe-train ''" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main([*val, "--calibration-split", "test"]) == 2
+    assert "Refusing to fit the temperature on the test split; use --calibration-split val" in (
+        caplog.text
+    )
 
 
 def _zeroshot(tmp_path, *extra):

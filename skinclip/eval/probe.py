@@ -51,6 +51,7 @@ def fit_probe(
     folds: int = 5,
     c_grid: Sequence[float] = C_GRID,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> Probe:
     """Choose C by grouped, stratified k-fold on the training split, then refit on all of it.
 
@@ -74,11 +75,14 @@ def fit_probe(
     if len(present) < 2:
         raise ValueError("A linear probe needs training images of at least two classes.")
     # Each fold needs every class, so there can be no more folds than the rarest class has cases.
-    rarest = min(len(set(np.asarray(groups)[y == c])) for c in present)
+    cases = {int(c): len(set(np.asarray(groups)[y == c])) for c in present}
+    rarest = min(cases.values())
     if rarest < 2:
+        single = [class_names[c] if class_names else str(c) for c, n in cases.items() if n < 2]
         raise ValueError(
             "Choosing C by cross-validation needs at least two cases of every class in the "
-            "probe's training data; one class has a single case."
+            f"probe's training data; {', '.join(single)} has a single case. Give a larger "
+            "training set, or skip the probe (skinclip evaluate --probe-train '')."
         )
     folds = max(2, min(folds, rarest))
     search = GridSearchCV(

@@ -109,7 +109,9 @@ def build_report(
         report["calibration"]["test_nll_after"] = _nll(calibrated, test.targets)
 
     if train is not None:
-        probe = fit_probe(train.embeds, train.targets, train.groups, len(label_set))
+        probe = fit_probe(
+            train.embeds, train.targets, train.groups, len(label_set), class_names=label_set.names
+        )
         report["probe"] = {
             **probe.summary(),
             "train": train.summary,

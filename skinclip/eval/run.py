@@ -68,15 +68,31 @@ def _files_split(bundle, source: Path, label_set: LabelSet, opts: EvaluateOption
     return from_benchmark(bundle, bench, modality, num_workers=opts.workers)
 
 
+def _check_shard_roles(opts: EvaluateOptions) -> None:
+    """Refuse overlapping split roles before anything is encoded, naming the flag to change."""
+    clashes = []
+    if opts.calibration_split and opts.calibration_split == opts.split and not opts.temperature:
+        clashes.append(f"fit the temperature (--calibration-split {opts.split})")
+    if opts.probe_train and opts.probe_train == opts.split:
+        clashes.append(f"train the probe (--probe-train {opts.split})")
+    if clashes:
+        raise ValueError(
+            f"The evaluated split {opts.split!r} cannot also {' or '.join(clashes)}. Name "
+            "another split for each, or pass --no-calibration and --probe-train '' to skip them."
+        )
+    if opts.calibration_split == "test" and not opts.temperature:
+        raise ValueError(
+            "Refusing to fit the temperature on the test split; use --calibration-split val "
+            "(or --no-calibration)."
+        )
+
+
 def load_splits(
     bundle: SkinCLIPBundle, label_set: LabelSet, opts: EvaluateOptions
 ) -> tuple[LabelledSplit, LabelledSplit | None, LabelledSplit | None]:
     """The test split, the calibration split and the probe's training split."""
     if is_shard_folder(opts.benchmark):
-        if opts.split == opts.calibration_split or opts.split == opts.probe_train:
-            raise ValueError(
-                f"The test split {opts.split!r} cannot also calibrate or train the probe."
-            )
+        _check_shard_roles(opts)
 
         def shard_split(name: str) -> LabelledSplit | None:
             if not name:

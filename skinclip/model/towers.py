@@ -178,7 +178,11 @@ def create_skinclip(
         (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
     )
     if looks_like_file and not Path(open_clip_pretrained).exists():
-        raise FileNotFoundError(f"Checkpoint not found: {open_clip_pretrained}")
+        raise FileNotFoundError(
+            f"Checkpoint not found: {open_clip_pretrained}. Give the .ckpt that skinclip train "
+            "or quickstart wrote (e.g. outputs/quickstart/train/checkpoints/last.ckpt) or an "
+            "open_clip checkpoint file."
+        )
 
     kwargs: dict[str, Any] = {}
     if image_size:
