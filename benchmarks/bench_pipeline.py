@@ -26,6 +26,7 @@ import webdataset as wds
 import yaml
 from PIL import Image
 
+from skinclip.cli_common import positive_int
 from skinclip.data.atlas import read_atlas
 from skinclip.data.shards import write_shards
 from skinclip.quickstart import default_config, find_atlas
@@ -52,16 +53,26 @@ def bench_shard_writing(atlas: Path, out: Path) -> tuple[float, float, int]:
     return ours, naive, len(records)
 
 
+def _rate(seen: int, start: float | None, timed: int, batches: int) -> float:
+    if start is None or timed < batches:
+        raise SystemExit(
+            f"The training split gave {timed} timed batches, fewer than --batches {batches} "
+            "(the first batch is not timed); lower --batches or --batch-size."
+        )
+    return seen / (time.perf_counter() - start)
+
+
 def bench_loader(data: ShardDataModule, batches: int) -> float:
     loader = data.train_dataloader()
-    seen, start = 0, None
+    seen, start, i = 0, None, 0
     for i, batch in enumerate(loader):
-        if i == 1:  # skip worker start-up
-            start, seen = time.perf_counter(), 0
+        if i == 0:  # worker start-up is not timed
+            start = time.perf_counter()
+            continue
         seen += batch["images"].shape[0]
         if i >= batches:
             break
-    return seen / (time.perf_counter() - start)
+    return _rate(seen, start, i, batches)
 
 
 def train_step(module: SkinCLIPModule, optimizer, batch: dict) -> None:
@@ -77,7 +88,7 @@ def train_step(module: SkinCLIPModule, optimizer, batch: dict) -> None:
 
 def bench_steps(module: SkinCLIPModule, batch: dict, steps: int) -> float:
     optimizer = torch.optim.AdamW(module._param_groups(), lr=1e-4)
-    module.train()
+    module.set_training_modes()
 
     def step() -> None:
         train_step(module, optimizer, batch)
@@ -91,26 +102,33 @@ def bench_steps(module: SkinCLIPModule, batch: dict, steps: int) -> float:
 
 def bench_end_to_end(module: SkinCLIPModule, data: ShardDataModule, batches: int) -> float:
     optimizer = torch.optim.AdamW(module._param_groups(), lr=1e-4)
-    module.train()
-    seen, start = 0, None
+    module.set_training_modes()
+    seen, start, i = 0, None, 0
     for i, batch in enumerate(data.train_dataloader()):
-        if i == 1:
-            start, seen = time.perf_counter(), 0
         train_step(module, optimizer, batch)
+        if i == 0:  # start-up and the warm-up step are not timed
+            start = time.perf_counter()
+            continue
         seen += batch["images"].shape[0]
         if i >= batches:
             break
-    return seen / (time.perf_counter() - start)
+    return _rate(seen, start, i, batches)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="folder holding derm7pt/")
     parser.add_argument(
-        "--batches", type=int, default=6, help="batches timed per measurement (more is steadier)"
+        "--batches",
+        type=positive_int,
+        default=6,
+        help="batches timed per measurement, after one untimed (more is steadier)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="instead of the default config's batch size"
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="instead of the default config's batch size",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -87,6 +87,7 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from skinclip.eval.run import (
         EvaluateOptions,
+        check_options,
         evaluate_benchmark,
         is_shard_folder,
         temperature_beside,
@@ -95,13 +96,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.resamples < 0:
         raise ValueError(f"--resamples must be 0 (no intervals) or more; got {args.resamples}.")
+    if args.no_calibration and args.temperature:
+        raise ValueError(
+            "--no-calibration and --temperature contradict each other: give --temperature to "
+            "apply a saved temperature, or --no-calibration for none."
+        )
     shards = is_shard_folder(Path(args.benchmark))
     options = EvaluateOptions(
         benchmark=Path(args.benchmark),
         out=output_dir(args.out),
         split=args.split,
         calibration_split="" if args.no_calibration else args.calibration_split,
-        calibration=Path(args.calibration) if args.calibration else None,
+        calibration=Path(args.calibration)
+        if args.calibration and not args.no_calibration
+        else None,
         temperature=Path(args.temperature) if args.temperature else None,
         probe_train=args.probe_train if args.probe_train is not None else ("train" * shards),
         concepts=args.concepts if args.concepts is not None else shards,
@@ -113,6 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     label_set = load_label_set(args.labels)
+    check_options(options)
     report, temperature = evaluate_benchmark(_load_bundle(args), label_set, options)
     beside = temperature_beside(args.checkpoint, label_set.name)
     if temperature is not None and not args.temperature and beside is not None:

@@ -121,6 +121,52 @@ def test_report_on_atlas_shards_and_split_misuse(tiny_shards, tmp_path, caplog):
     )
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--split", ""], "--split needs a split name"),
+        (["--probe-train", "bogus"], "--probe-train 'bogus' is not a split"),
+        (["--split", "val", "--calibration-split", "tset"], "--calibration-split 'tset'"),
+        (["--temperature", "missing.json"], "--temperature missing.json: no such file"),
+        (["--no-calibration", "--temperature", "t.json"], "contradict each other"),
+    ],
+)
+def test_shard_options_are_refused_before_the_model_loads(
+    tiny_shards, tmp_path, caplog, monkeypatch, flags, message
+):
+    monkeypatch.setattr("skinclip.cli._load_bundle", _must_not_load)
+    with caplog.at_level(logging.ERROR):
+        assert main(["evaluate", str(tiny_shards), "--out", str(tmp_path / "r"), *flags]) == 2
+    assert message in caplog.text
+
+
+def test_file_options_are_refused_before_the_model_loads(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("skinclip.cli._load_bundle", _must_not_load)
+    test_csv = _mmskin_csv(tmp_path, "test", 1)
+    args = ["evaluate", test_csv, "--labels", "ham10000", "--out", str(tmp_path / "r")]
+    args += ["--image-root", str(tmp_path / "images")]
+    with caplog.at_level(logging.ERROR):
+        assert main([*args, "--calibration", str(tmp_path / "missing.csv")]) == 2
+        assert main([*args, "--probe-train", test_csv]) == 2
+    assert "--calibration " in caplog.text and "missing.csv: no such file" in caplog.text
+    assert "is the test set; --probe-train cannot name it too" in caplog.text
+
+
+def test_no_calibration_also_drops_a_calibration_file(tmp_path):
+    test_csv = _mmskin_csv(tmp_path, "test", 2)
+    out = tmp_path / "report"
+    args = ["evaluate", test_csv, "--labels", "ham10000", "--out", str(out), *FAST]
+    args += ["--image-root", str(tmp_path / "images"), "--resamples", "0"]
+    args += ["--calibration", _mmskin_csv(tmp_path, "val", 2), "--no-calibration"]
+    assert main(args) == 0
+    assert json.loads((out / "report.json").read_text()).get("calibration") is None
+    assert not (out / "temperature.json").exists()
+
+
+def _must_not_load(args):
+    raise AssertionError("the model loaded before the options were checked")
+
+
 def _zeroshot(tmp_path, *extra):
     return main(
         [

@@ -81,7 +81,8 @@ def fit_probe(
         single = [class_names[c] if class_names else str(c) for c, n in cases.items() if n < 2]
         raise ValueError(
             "Choosing C by cross-validation needs at least two cases of every class in the "
-            f"probe's training data; {', '.join(single)} has a single case. Give a larger "
+            f"probe's training data; {', '.join(single)} "
+            f"{'has' if len(single) == 1 else 'have'} a single case. Give a larger "
             "training set, or skip the probe (skinclip evaluate --probe-train '')."
         )
     folds = max(2, min(folds, rarest))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skinclip.data.records import SPLITS
 from skinclip.eval.calibration import Temperature
 from skinclip.eval.inputs import read_benchmark
 from skinclip.eval.report import build_report, write_report
@@ -68,8 +69,51 @@ def _files_split(bundle, source: Path, label_set: LabelSet, opts: EvaluateOption
     return from_benchmark(bundle, bench, modality, num_workers=opts.workers)
 
 
+def check_options(opts: EvaluateOptions) -> None:
+    """Refuse what would fail later, before a model loads or an image is encoded.
+
+    Raises:
+        ValueError: On an unknown or empty split name, or overlapping split roles.
+        FileNotFoundError: On a missing temperature, calibration or probe-training file.
+    """
+    if opts.temperature and not Path(opts.temperature).is_file():
+        raise FileNotFoundError(
+            f"--temperature {opts.temperature}: no such file. Give a temperature.json that "
+            "skinclip evaluate wrote, or leave --temperature out to fit one."
+        )
+    if is_shard_folder(opts.benchmark):
+        _check_shard_roles(opts)
+        return
+    for flag, value in (("--calibration", opts.calibration), ("--probe-train", opts.probe_train)):
+        if not value:
+            continue
+        if not Path(value).exists():
+            raise FileNotFoundError(
+                f"{flag} {value}: no such file or folder. Give a labelled CSV or a <label>/ "
+                f"folder tree, or leave {flag} out."
+            )
+        if Path(value).resolve() == Path(opts.benchmark).resolve():
+            raise ValueError(
+                f"{opts.benchmark} is the test set; {flag} cannot name it too. Give a separate "
+                "labelled file (e.g. a validation or training CSV)."
+            )
+
+
 def _check_shard_roles(opts: EvaluateOptions) -> None:
-    """Refuse overlapping split roles before anything is encoded, naming the flag to change."""
+    """Refuse unknown split names and overlapping split roles, naming the flag to change."""
+    roles = (
+        ("--split", opts.split),
+        ("--calibration-split", "" if opts.temperature else opts.calibration_split),
+        ("--probe-train", opts.probe_train),
+    )
+    if not opts.split:
+        raise ValueError(f"--split needs a split name: one of {', '.join(SPLITS)}.")
+    for flag, name in roles:
+        if name and name not in SPLITS:
+            raise ValueError(
+                f"{flag} {name!r} is not a split of {opts.benchmark}; choose one of "
+                f"{', '.join(SPLITS)}."
+            )
     clashes = []
     if opts.calibration_split and opts.calibration_split == opts.split and not opts.temperature:
         clashes.append(f"fit the temperature (--calibration-split {opts.split})")
@@ -91,8 +135,8 @@ def load_splits(
     bundle: SkinCLIPBundle, label_set: LabelSet, opts: EvaluateOptions
 ) -> tuple[LabelledSplit, LabelledSplit | None, LabelledSplit | None]:
     """The test split, the calibration split and the probe's training split."""
+    check_options(opts)
     if is_shard_folder(opts.benchmark):
-        _check_shard_roles(opts)
 
         def shard_split(name: str) -> LabelledSplit | None:
             if not name:
@@ -104,12 +148,6 @@ def load_splits(
             None if opts.temperature else shard_split(opts.calibration_split),
             shard_split(opts.probe_train),
         )
-    for role, other in (("calibrate", opts.calibration), ("train the probe", opts.probe_train)):
-        if other and Path(other).resolve() == Path(opts.benchmark).resolve():
-            raise ValueError(
-                f"{opts.benchmark} is the test set; it cannot also {role}. Give a separate "
-                "labelled file (e.g. a validation or training CSV)."
-            )
     test = _files_split(bundle, opts.benchmark, label_set, opts)
     calibration = (
         _files_split(bundle, opts.calibration, label_set, opts)

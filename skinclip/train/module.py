@@ -79,7 +79,7 @@ class SkinCLIPModule(L.LightningModule):
         self.model = bundle.model
         self.tokenizer = bundle.tokenizer
         self.preprocess_val = bundle.preprocess_val
-        self._set_training_modes()
+        self.set_training_modes()
         self._lock_towers()
         if fixed_logit_scale is not None:
             with torch.no_grad():
@@ -88,10 +88,11 @@ class SkinCLIPModule(L.LightningModule):
         self.loss_fn = ClipLoss()
         self._val_outputs: list[dict] = []
 
-    def _set_training_modes(self) -> None:
-        # A Hugging Face text transformer trains without dropout: from_pretrained leaves it in
-        # eval mode, every recipe in the README was measured that way, and a model built from
-        # a checkpoint or from random weights must train the same way.
+    def set_training_modes(self) -> None:
+        """Put the model in the modes it trains in: all of it in training mode except a Hugging
+        Face text transformer, which trains without dropout."""
+        # from_pretrained leaves that transformer in eval mode and every recipe in the README
+        # was measured so; a model built from a checkpoint or random weights trains the same.
         self.model.train()
         transformer = getattr(getattr(self.model, "text", None), "transformer", None)
         if isinstance(transformer, PreTrainedModel):
