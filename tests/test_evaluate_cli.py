@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from skinclip.cli import main
+from skinclip.eval.calibration import Temperature
 from skinclip.eval.run import temperature_beside
 from skinclip.labeling import partial_path, settings_path
 
@@ -138,6 +139,18 @@ def test_shard_options_are_refused_before_the_model_loads(
     with caplog.at_level(logging.ERROR):
         assert main(["evaluate", str(tiny_shards), "--out", str(tmp_path / "r"), *flags]) == 2
     assert message in caplog.text
+
+
+def test_a_temperature_is_not_applied_to_the_split_it_was_fitted_on(
+    tiny_shards, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr("skinclip.cli._load_bundle", _must_not_load)
+    fitted = Temperature(2.0, "m", "atlas4", "val", 10, 1.2, 1.0)
+    fitted.save(tmp_path / "temperature.json")
+    args = ["evaluate", str(tiny_shards), "--out", str(tmp_path / "r"), "--split", "val"]
+    with caplog.at_level(logging.ERROR):
+        assert main([*args, "--temperature", str(tmp_path / "temperature.json")]) == 2
+    assert "was fitted on the 'val' split, the one under test" in caplog.text
 
 
 def test_file_options_are_refused_before_the_model_loads(tmp_path, caplog, monkeypatch):

@@ -83,6 +83,13 @@ def check_options(opts: EvaluateOptions) -> None:
         )
     if is_shard_folder(opts.benchmark):
         _check_shard_roles(opts)
+        fitted_on = Temperature.load(opts.temperature).split if opts.temperature else None
+        if fitted_on == opts.split:
+            raise ValueError(
+                f"--temperature {opts.temperature} was fitted on the {fitted_on!r} split, the "
+                "one under test: its calibrated figures would be fitted to the answers. Test "
+                "another split, or fit the temperature on another one."
+            )
         return
     for flag, value in (("--calibration", opts.calibration), ("--probe-train", opts.probe_train)):
         if not value:
