@@ -80,8 +80,7 @@ def train_step(module: SkinCLIPModule, optimizer, batch: dict) -> None:
     bf16 = default_precision() == "bf16-mixed"
     optimizer.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        image_embeds, text_embeds = module(batch["images"], batch["tokens"])
-        loss = module.loss_fn(image_embeds, text_embeds, module.model.logit_scale.exp())
+        loss = module.training_losses(batch)["loss"]
     loss.backward()
     optimizer.step()
 

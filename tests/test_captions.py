@@ -12,6 +12,7 @@ from skinclip.data.atlas import ATLAS_4CLASS, diagnosis_group, read_atlas
 from skinclip.data.captions import (
     CRITERIA,
     build_captions,
+    diagnosis_caption,
     diagnosis_phrase,
     finding_phrases,
     site_phrase,
@@ -168,6 +169,18 @@ def test_unknown_finding_value_keeps_the_row_words():
 )
 def test_diagnosis_phrase(raw, expected):
     assert diagnosis_phrase(raw) == expected
+
+
+def test_diagnosis_caption_is_one_of_the_case_captions():
+    row = {"diagnosis": "clark nevus", "location": "back", "sex": "male"}
+    assert diagnosis_caption("clark nevus", "dermoscopic") == "Clark nevus, dermoscopic image."
+    assert diagnosis_caption("clark nevus", "dermoscopic") in build_captions(row, "dermoscopic")
+    assert diagnosis_caption("melanoma (in situ)", "clinical") == (
+        "Melanoma in situ, clinical photograph."
+    )
+    assert diagnosis_caption("blue nevus", None) == "Blue nevus."
+    with pytest.raises(ValueError, match="Unknown modality 'xray'"):
+        diagnosis_caption("blue nevus", "xray")
 
 
 def test_site_phrase():

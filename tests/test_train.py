@@ -7,8 +7,10 @@ import lightning as L
 import pytest
 import torch
 
+from skinclip.data.captions import diagnosis_caption
 from skinclip.train.cli import RootCheckpoint, run_training
 from skinclip.train.datamodule import ShardDataModule
+from skinclip.train.diagnosis_loss import diagnosis_loss
 from skinclip.train.module import SkinCLIPModule
 
 TINY = {"image_size": 32, "pretrained_towers": False, "warmup_steps": 1}
@@ -100,7 +102,7 @@ def test_resume_continues_from_last_checkpoint(tiny_shards, tmp_path):
     assert torch.load(last, weights_only=False)["global_step"] == 4
 
 
-def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, tmp_path):
+def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, tmp_path, recwarn):
     root = tmp_path / "run"
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
     common = ["--config", str(config), "--data.shards", str(tiny_shards)]
@@ -111,6 +113,8 @@ def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, 
     assert (root / "checkpoints" / "last.ckpt").is_file()
     assert (root / "export" / "open_clip_config.json").is_file()
     assert (root / "export" / "open_clip_model.safetensors").is_file()
+    # The text transformer trains in eval mode by design; users are not warned about it.
+    assert not [w for w in recwarn if "in eval mode" in str(w.message)]
 
     # A restarted run finds last.ckpt by name and continues the step count.
     run_training(["fit", *common, "--trainer.max_steps", "3", "--ckpt_path", "last"])
@@ -163,3 +167,55 @@ def test_training_modes_do_not_depend_on_how_the_towers_were_built(pretrained_to
     assert module.model.text.proj.training
     # The Hugging Face text transformer trains without dropout either way.
     assert not any(m.training for m in module.model.text.transformer.modules())
+
+
+def test_diagnosis_loss_is_cross_entropy_over_the_batch_diagnoses_of_each_modality():
+    module = SkinCLIPModule(**TINY, diagnosis_loss_weight=0.5).eval()
+    torch.manual_seed(0)
+    image_embeds = torch.nn.functional.normalize(torch.randn(4, 256), dim=-1)  # (B, D)
+    diagnoses = ["clark nevus", "melanoma (in situ)", "", "clark nevus"]
+    modalities = ["dermoscopic", "clinical", "clinical", "clinical"]
+    scale = torch.tensor(10.0)
+    with torch.no_grad():
+        loss = diagnosis_loss(
+            module.model, module._tokenize, image_embeds, diagnoses, modalities, scale
+        )
+        embeds = {
+            (m, d): module.model.encode_text(
+                module.tokenizer([diagnosis_caption(d, m)]), normalize=True
+            )[0]
+            for m in ("clinical", "dermoscopic")
+            for d in ("clark nevus", "melanoma (in situ)")
+        }
+    # The image without a diagnosis is left out; the others score their own modality's texts.
+    expected = []
+    for i, target in ((0, 0), (1, 1), (3, 0)):
+        mod = modalities[i]
+        classes = torch.stack([embeds[(mod, "clark nevus")], embeds[(mod, "melanoma (in situ)")]])
+        logits = scale * image_embeds[i] @ classes.T  # (C,)
+        expected.append(torch.nn.functional.cross_entropy(logits[None], torch.tensor([target])))
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-4)
+
+    # One diagnosis (or none) leaves nothing to tell apart.
+    one = ["clark nevus", "", "clark nevus", ""]
+    assert (
+        diagnosis_loss(module.model, module._tokenize, image_embeds, one, modalities, scale) is None
+    )
+
+
+def test_diagnosis_loss_weight_adds_to_the_training_loss(tiny_shards, tmp_path):
+    losses = {}
+    for weight in (0.0, 2.0):
+        L.seed_everything(0)
+        module = SkinCLIPModule(**TINY, diagnosis_loss_weight=weight)
+        trainer = _trainer(tmp_path, max_steps=1, log_every_n_steps=1)
+        trainer.fit(module, datamodule=_data(tiny_shards, batch_size=8))
+        losses[weight] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    with_dx = losses[2.0]
+    assert "train/diagnosis_loss" not in losses[0.0]
+    assert with_dx["train/diagnosis_loss"] > 0
+    assert with_dx["train/loss"] == pytest.approx(
+        with_dx["train/clip_loss"] + 2.0 * with_dx["train/diagnosis_loss"], rel=1e-5
+    )
+    with pytest.raises(ValueError, match="diagnosis_loss_weight must be 0 or more"):
+        SkinCLIPModule(**TINY, diagnosis_loss_weight=-1.0)

@@ -188,6 +188,24 @@ def _dx_mid(dx: str, followed: bool) -> str:
     return dx + "," if followed and "," in dx else dx
 
 
+def diagnosis_caption(diagnosis: str, modality: str | None) -> str:
+    """The diagnosis-only phrasing of :func:`build_captions` ("Clark nevus, dermoscopic image.").
+
+    Args:
+        diagnosis: Diagnosis as written in ``meta.csv``.
+        modality: ``"dermoscopic"``, ``"clinical"``, ``"pathology"``, or ``None`` when unknown
+            (the caption is then the diagnosis alone).
+
+    Raises:
+        ValueError: If ``modality`` is not a known modality.
+    """
+    if modality is None:
+        return _sentence(diagnosis_phrase(diagnosis))
+    if modality not in _MODALITY_NOUN:
+        raise ValueError(f"Unknown modality {modality!r}; expected one of {list(_MODALITY_NOUN)}")
+    return _sentence(diagnosis_phrase(diagnosis) + ",", _MODALITY_NOUN[modality])
+
+
 def build_captions(row: Mapping[str, object], modality: str) -> tuple[str, ...]:
     """Build 4-6 caption phrasings for one atlas image from its case's row.
 
@@ -232,7 +250,7 @@ def build_captions(row: Mapping[str, object], modality: str) -> tuple[str, ...]:
             of_sex,
             f", showing {findings}" if findings else None,
         ),
-        lambda: _sentence(dx + ",", noun),
+        lambda: diagnosis_caption(raw_dx, modality),
         lambda: _sentence(
             f"a {adj} view of",
             _dx_mid(_a(dx), bool(findings)),

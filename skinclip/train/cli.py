@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -105,6 +106,9 @@ def run_training(args: list[str] | None = None) -> SkinCLIPCLI:
     # The arguments reach LightningCLI explicitly; leaving the process's own command line in
     # sys.argv as well makes it warn that it was given two.
     sys.argv = sys.argv[:1]
+    # The Hugging Face text transformer trains in eval mode, without dropout, on purpose (see
+    # SkinCLIPModule.set_training_modes); Lightning's warning about it would only alarm users.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     trainer_defaults = {
         "precision": default_precision(),
         "callbacks": [

@@ -67,8 +67,7 @@ class ShardDataModule(L.LightningDataModule):
         self.manifest = read_manifest(self.shards)
         register_model_configs()
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        # Hugging Face tokenizers name their pad id; open_clip's own pads with 0.
-        self.pad_id = getattr(getattr(self.tokenizer, "tokenizer", None), "pad_token_id", 0) or 0
+        self.pad_id = pad_token_id(self.tokenizer)
         self._repeat_factors: dict[str, float] | None = None
 
     def repeat_factors(self) -> dict[str, float]:
@@ -133,7 +132,7 @@ class ShardDataModule(L.LightningDataModule):
         image = transform(decode_image(sample["jpg"], min_side=self.hparams.image_size))
         group = meta.get("diagnosis_group")
         label = ATLAS_4CLASS.index(group) if group in ATLAS_4CLASS else -1
-        return image, caption, label, meta.get("modality")
+        return image, caption, label, meta.get("modality"), meta.get("diagnosis") or ""
 
     def _loader(self, split: str, train: bool) -> wds.WebLoader:
         return wds.WebLoader(
@@ -155,6 +154,12 @@ class ShardDataModule(L.LightningDataModule):
         return batch
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id an open_clip tokenizer pads with."""
+    # Hugging Face tokenizers name their pad id; open_clip's own pads with 0.
+    return getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", 0) or 0
+
+
 def trim_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     """Drop the padding columns that every row of a token batch shares.
 
@@ -167,10 +172,11 @@ def trim_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
 
 
 def _collate(samples: list[tuple]) -> dict:
-    images, captions, labels, modalities = zip(*samples, strict=True)
+    images, captions, labels, modalities, diagnoses = zip(*samples, strict=True)
     return {
         "images": torch.stack(images),  # (B, 3, H, W)
         "captions": list(captions),
         "labels": torch.tensor(labels),
         "modalities": list(modalities),
+        "diagnoses": list(diagnoses),
     }

@@ -20,6 +20,8 @@ from skinclip.model.towers import (
     create_skinclip,
     lock_text_tower,
 )
+from skinclip.train.datamodule import pad_token_id, trim_padding
+from skinclip.train.diagnosis_loss import diagnosis_loss
 from skinclip.zeroshot import classify_by_modality
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class SkinCLIPModule(L.LightningModule):
         max_steps_hint: Total optimizer steps for the schedule; 0 derives it from the trainer.
         fixed_logit_scale: Hold the contrastive temperature's inverse at this value, in
             (0, 100], instead of learning it from the model's initial value.
+        diagnosis_loss_weight: Weight of the auxiliary diagnosis-caption loss added to ClipLoss
+            (see ``skinclip.train.diagnosis_loss``); 0 trains with ClipLoss alone.
     """
 
     def __init__(
@@ -66,9 +70,14 @@ class SkinCLIPModule(L.LightningModule):
         text_unlocked_layers: int = 0,
         max_steps_hint: int = 0,
         fixed_logit_scale: float | None = None,
+        diagnosis_loss_weight: float = 0.0,
     ):
         super().__init__()
         # Checked before the towers load, so a bad value fails at once.
+        if diagnosis_loss_weight < 0:
+            raise ValueError(
+                f"model.diagnosis_loss_weight must be 0 or more; got {diagnosis_loss_weight}."
+            )
         if fixed_logit_scale is not None and not 0 < fixed_logit_scale <= 100:
             raise ValueError(
                 f"model.fixed_logit_scale must be in (0, 100]; got {fixed_logit_scale}. Leave it "
@@ -86,6 +95,7 @@ class SkinCLIPModule(L.LightningModule):
                 self.model.logit_scale.fill_(math.log(fixed_logit_scale))
             self.model.logit_scale.requires_grad_(False)
         self.loss_fn = ClipLoss()
+        self._pad_id = pad_token_id(self.tokenizer)
         self._val_outputs: list[dict] = []
 
     def set_training_modes(self) -> None:
@@ -119,14 +129,40 @@ class SkinCLIPModule(L.LightningModule):
         text_embeds = self.model.encode_text(tokens, normalize=True)  # (B, D)
         return image_embeds, text_embeds
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The loss to minimise on a training batch (``loss``) and its parts: ``clip`` and,
+        when the diagnosis term is on and the batch holds two diagnoses or more, ``diagnosis``.
+        """
         image_embeds, text_embeds = self(batch["images"], batch["tokens"])
         logit_scale = self.model.logit_scale.exp()
-        loss = self.loss_fn(image_embeds, text_embeds, logit_scale)
+        losses = {"clip": self.loss_fn(image_embeds, text_embeds, logit_scale)}
+        weight = self.hparams.diagnosis_loss_weight
+        if weight > 0 and "diagnoses" in batch:
+            dx_loss = diagnosis_loss(
+                self.model,
+                self._tokenize,
+                image_embeds,
+                batch["diagnoses"],
+                batch["modalities"],
+                logit_scale,
+            )
+            if dx_loss is not None:
+                losses["diagnosis"] = dx_loss
+        losses["loss"] = losses["clip"] + weight * losses.get("diagnosis", 0.0)
+        return losses
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.training_losses(batch)
         batch_size = batch["images"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log("train/logit_scale", logit_scale, batch_size=batch_size)
-        return loss
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
+        if "diagnosis" in losses:
+            self.log("train/clip_loss", losses["clip"], batch_size=batch_size)
+            self.log("train/diagnosis_loss", losses["diagnosis"], batch_size=batch_size)
+        self.log("train/logit_scale", self.model.logit_scale.exp(), batch_size=batch_size)
+        return losses["loss"]
+
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        return trim_padding(self.tokenizer(texts), self._pad_id).to(self.device)  # (T, L)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # CLIP's temperature clamp: beyond 100 the logits saturate and training destabilises.
