@@ -217,5 +217,6 @@ def test_diagnosis_loss_weight_adds_to_the_training_loss(tiny_shards, tmp_path):
     assert with_dx["train/loss"] == pytest.approx(
         with_dx["train/clip_loss"] + 2.0 * with_dx["train/diagnosis_loss"], rel=1e-5
     )
-    with pytest.raises(ValueError, match="diagnosis_loss_weight must be 0 or more"):
-        SkinCLIPModule(**TINY, diagnosis_loss_weight=-1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="diagnosis_loss_weight must be a finite number"):
+            SkinCLIPModule(**TINY, diagnosis_loss_weight=bad)

@@ -74,9 +74,10 @@ class SkinCLIPModule(L.LightningModule):
     ):
         super().__init__()
         # Checked before the towers load, so a bad value fails at once.
-        if diagnosis_loss_weight < 0:
+        if not (math.isfinite(diagnosis_loss_weight) and diagnosis_loss_weight >= 0):
             raise ValueError(
-                f"model.diagnosis_loss_weight must be 0 or more; got {diagnosis_loss_weight}."
+                "model.diagnosis_loss_weight must be a finite number, 0 or more; got "
+                f"{diagnosis_loss_weight}. 0 trains with ClipLoss alone."
             )
         if fixed_logit_scale is not None and not 0 < fixed_logit_scale <= 100:
             raise ValueError(
