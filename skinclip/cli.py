@@ -55,8 +55,15 @@ def output_file(path: str) -> Path:
 
 
 def _load_bundle(args: argparse.Namespace):
-    from skinclip.model.towers import create_skinclip
+    from skinclip.model.towers import create_skinclip, is_skinclip_config
 
+    if args.checkpoint is None and (args.model is None or is_skinclip_config(args.model)):
+        # Its projections are random: fine as a baseline, easy to use by mistake.
+        logger.warning(
+            "No --checkpoint given: using the untrained SkinCLIP model (ImageNet and MiniLM "
+            "towers, random projections), whose scores are near chance. Pass --checkpoint "
+            "outputs/quickstart/train/checkpoints/last.ckpt (or your own) for a trained one."
+        )
     return create_skinclip(args.model, args.checkpoint, args.image_size)
 
 

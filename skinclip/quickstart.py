@@ -140,6 +140,10 @@ def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: 
         str(options.workers),
         "--trainer.default_root_dir",
         str(train_dir),
+        # Several GPUs would start DDP, whose extra processes rerun this whole command
+        # (shards, evaluation and all); `skinclip train` is the multi-device path.
+        "--trainer.devices",
+        "1",
     ]
     if options.epochs is not None:
         args += ["--trainer.max_epochs", str(options.epochs)]

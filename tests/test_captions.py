@@ -17,6 +17,7 @@ from skinclip.data.captions import (
     finding_phrases,
     site_phrase,
 )
+from skinclip.zeroshot import GENERIC_TEMPLATES, TEMPLATES
 
 # Words a caption may use beyond the row's own field values.
 TEMPLATE_WORDS = {
@@ -178,9 +179,16 @@ def test_diagnosis_caption_is_one_of_the_case_captions():
     assert diagnosis_caption("melanoma (in situ)", "clinical") == (
         "Melanoma in situ, clinical photograph."
     )
-    assert diagnosis_caption("blue nevus", None) == "Blue nevus."
+    # Not the modality-free zero-shot template "{}.", which must stay unseen in training.
+    assert diagnosis_caption("blue nevus", None) == "Blue nevus, image."
     with pytest.raises(ValueError, match="Unknown modality 'xray'"):
         diagnosis_caption("blue nevus", "xray")
+
+    # Training on it must leave every zero-shot prompt unseen (the tokenizer is uncased).
+    for modality in (*TEMPLATES, None):
+        caption = diagnosis_caption("blue nevus", modality).lower()
+        templates = TEMPLATES.get(modality, GENERIC_TEMPLATES)
+        assert caption not in {t.format("blue nevus").lower() for t in templates}
 
 
 def test_site_phrase():

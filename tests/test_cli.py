@@ -192,3 +192,12 @@ def test_training_clis_refuse_abbreviated_options(module, command, capsys):
         run_training([*command, "--trainer.max_step", "2", "--print_config"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --trainer.max_step 2" in capsys.readouterr().err
+
+
+def test_commands_warn_when_no_checkpoint_gives_the_untrained_model(make_image, tmp_path, caplog):
+    make_image("new/a.jpg", size=(64, 48))
+    args = ["zeroshot", str(tmp_path / "new"), "--labels", "melanoma,nevus"]
+    args += ["--out", str(tmp_path / "labels.csv"), "--image-size", "64", "--workers", "0"]
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0
+    assert "No --checkpoint given: using the untrained SkinCLIP model" in caplog.text

@@ -1,17 +1,24 @@
 """Training: one step of a tiny random model, decay groups, validation metrics and resume."""
 
+import io
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from PIL import Image
 
 from skinclip.data.captions import diagnosis_caption
 from skinclip.train.cli import RootCheckpoint, run_training
 from skinclip.train.datamodule import ShardDataModule
 from skinclip.train.diagnosis_loss import diagnosis_loss
 from skinclip.train.module import SkinCLIPModule
+from skinclip.train.transforms import eval_transform
 
 TINY = {"image_size": 32, "pretrained_towers": False, "warmup_steps": 1}
 
@@ -116,6 +123,10 @@ def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, 
     # The text transformer trains in eval mode by design; users are not warned about it.
     assert not [w for w in recwarn if "in eval mode" in str(w.message)]
 
+    # A fresh run must not bury this run's last.ckpt under a last-v1.ckpt.
+    with pytest.raises(ValueError, match="checkpoint of an earlier run.*--ckpt_path last"):
+        run_training(["fit", *common, "--trainer.max_steps", "2"])
+
     # A restarted run finds last.ckpt by name and continues the step count.
     run_training(["fit", *common, "--trainer.max_steps", "3", "--ckpt_path", "last"])
     assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
@@ -196,6 +207,12 @@ def test_diagnosis_loss_is_cross_entropy_over_the_batch_diagnoses_of_each_modali
         expected.append(torch.nn.functional.cross_entropy(logits[None], torch.tensor([target])))
     assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-4)
 
+    # Spellings that differ only in case or spacing are one class, not contradicting ones.
+    folded = ["Clark Nevus", "melanoma (in situ)", "", " clark  nevus"]
+    with torch.no_grad():
+        args = (module.model, module._tokenize, image_embeds, folded, modalities, scale)
+        assert diagnosis_loss(*args).item() == pytest.approx(loss.item(), rel=1e-4)
+
     # One diagnosis (or none) leaves nothing to tell apart.
     one = ["clark nevus", "", "clark nevus", ""]
     assert (
@@ -220,3 +237,39 @@ def test_diagnosis_loss_weight_adds_to_the_training_loss(tiny_shards, tmp_path):
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="diagnosis_loss_weight must be a finite number"):
             SkinCLIPModule(**TINY, diagnosis_loss_weight=bad)
+
+
+def test_samples_without_a_diagnosis_fall_back_to_their_label(tiny_shards):
+    data = _data(tiny_shards)
+    image = Image.new("RGB", (40, 32), (120, 80, 60))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    sample = {"jpg": buffer.getvalue(), "txt": b"a clinical image of nevus"}
+    for meta, expected in (
+        ({"diagnosis": "blue nevus", "label": "nevus"}, "blue nevus"),
+        ({"label": "nevus"}, "nevus"),
+        ({"diagnosis": None}, ""),
+    ):
+        sample["json"] = json.dumps({"modality": "clinical", **meta}).encode()
+        assert data._to_sample(sample, eval_transform(32), train=False)[-1] == expected
+
+
+def test_ddp_on_two_cpu_processes_trains_from_the_command_line(tiny_shards, tmp_path):
+    # DDP starts its second process by running the command line again, so this has to go
+    # through a real command line, not run_training in this process.
+    root = tmp_path / "ddp"
+    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    command = [sys.executable, "-m", "skinclip.cli", "train", "--config", str(config)]
+    command += ["--data.shards", str(tiny_shards), "--data.num_workers", "0"]
+    command += ["--data.batch_size", "4", "--model.image_size", "32"]
+    command += ["--model.pretrained_towers", "false", "--trainer.max_epochs", "1"]
+    command += ["--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu"]
+    command += ["--trainer.devices", "2"]
+    command += ["--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-8000:]
+    # 16 training images in batches of 4 on each of 2 processes: 2 steps an epoch.
+    assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert "Training on 2 processes" in done.stderr
+    assert (root / "export" / "open_clip_model.safetensors").is_file()

@@ -194,13 +194,13 @@ def diagnosis_caption(diagnosis: str, modality: str | None) -> str:
     Args:
         diagnosis: Diagnosis as written in ``meta.csv``.
         modality: ``"dermoscopic"``, ``"clinical"``, ``"pathology"``, or ``None`` when unknown
-            (the caption is then the diagnosis alone).
+            (the caption then says only "image").
 
     Raises:
         ValueError: If ``modality`` is not a known modality.
     """
     if modality is None:
-        return _sentence(diagnosis_phrase(diagnosis))
+        return _sentence(diagnosis_phrase(diagnosis) + ",", "image")
     if modality not in _MODALITY_NOUN:
         raise ValueError(f"Unknown modality {modality!r}; expected one of {list(_MODALITY_NOUN)}")
     return _sentence(diagnosis_phrase(diagnosis) + ",", _MODALITY_NOUN[modality])

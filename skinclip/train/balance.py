@@ -28,9 +28,15 @@ def group_of(meta: dict) -> str:
 def count_groups(urls: list[str]) -> Counter:
     """Count samples per group by reading only the metadata of each shard sample."""
     counts: Counter = Counter()
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    # Every process counts all shards (no split by node), so all agree on the repeat factors.
+    every_shard = wds.WebDataset(urls, shardshuffle=False, nodesplitter=_all, empty_check=False)
+    for sample in every_shard:
         counts[group_of(json.loads(sample["json"]))] += 1
     return counts
+
+
+def _all(urls):
+    yield from urls
 
 
 def repeat_factors(counts: Counter, power: float = 0.5) -> dict[str, float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 from pathlib import Path
 
@@ -71,16 +70,35 @@ def last_checkpoint(root: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def _refuse_to_bury(root: Path) -> None:
+    """Refuse a fresh run over an earlier run's ``last.ckpt``.
+
+    Lightning would save the new run as ``last-v1.ckpt`` beside it, and a later
+    ``--ckpt_path last`` would resume the old run instead of the new one.
+    """
+    previous = last_checkpoint(root)
+    if previous is not None:
+        raise ValueError(
+            f"{previous} is the checkpoint of an earlier run. Pass --ckpt_path last to resume "
+            "it, or start afresh in another --trainer.default_root_dir (or delete "
+            f"{previous.parent})."
+        )
+
+
 class ResumableCLI(LightningCLI):
     """LightningCLI where ``--ckpt_path last`` resumes from
-    ``<default_root_dir>/checkpoints/last.ckpt`` (and starts afresh, saying so, without one).
+    ``<default_root_dir>/checkpoints/last.ckpt`` (and starts afresh, saying so, without one),
+    and a fresh run refuses a folder that holds an earlier run's ``last.ckpt``.
     """
 
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
+        root = Path(self.trainer.default_root_dir)
+        if config.get("ckpt_path") is None and self.trainer.global_rank == 0:
+            _refuse_to_bury(root)
         if config.get("ckpt_path") != "last":
             return
-        path = last_checkpoint(Path(self.trainer.default_root_dir))
+        path = last_checkpoint(root)
         if path is None:
             logger.warning(
                 "No last.ckpt under %s/checkpoints: training starts from the beginning.",
@@ -103,9 +121,10 @@ def run_training(args: list[str] | None = None) -> SkinCLIPCLI:
     Checkpoints go to ``<default_root_dir>/checkpoints``: ``last.ckpt`` every 10 steps and at
     the end, so a killed run resumes with ``--ckpt_path last``.
     """
-    # The arguments reach LightningCLI explicitly; leaving the process's own command line in
-    # sys.argv as well makes it warn that it was given two.
-    sys.argv = sys.argv[:1]
+    # The arguments reach LightningCLI explicitly, and sys.argv must stay as it is: DDP starts
+    # its other processes by running this process's command line again. LightningCLI warns
+    # when it sees both.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
     # The Hugging Face text transformer trains in eval mode, without dropout, on purpose (see
     # SkinCLIPModule.set_training_modes); Lightning's warning about it would only alarm users.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")

@@ -27,9 +27,9 @@ logger = logging.getLogger(__name__)
 class ShardDataModule(L.LightningDataModule):
     """Image-caption batches from the shards written by ``skinclip shards``.
 
-    Each batch is a dict: ``images`` (B,3,H,W), ``tokens`` (B,L), ``captions``, ``labels`` (B,)
-    and ``modalities``. ``labels`` index :data:`ATLAS_4CLASS`, or are -1 for images outside
-    those groups.
+    Each batch is a dict: ``images`` (B,3,H,W), ``tokens`` (B,L), ``captions``, ``labels`` (B,),
+    ``modalities`` and ``diagnoses``. ``labels`` index :data:`ATLAS_4CLASS`, or are -1 for images
+    outside those groups; ``diagnoses`` hold each sample's diagnosis (or ``label``), "" if none.
 
     Args:
         shards: The folder holding ``manifest.json`` and ``<split>/shard-*.tar``.
@@ -39,7 +39,8 @@ class ShardDataModule(L.LightningDataModule):
         num_workers: DataLoader workers; shards are divided among them (and among nodes).
         shuffle_buffer: Samples held in the shuffle buffer.
         resample: Draw shards with replacement (infinite stream cut into nominal epochs);
-            useful when shards are few relative to workers x nodes.
+            useful when shards are few relative to workers x nodes. Always on for training
+            under DDP, so that every process takes the same number of full batches.
         random_caption: Pick one of the stored caption phrasings at random for each sample.
         balance_power: Repeat-factor sampling strength for rare diagnosis groups in training
             (0 turns it off; see ``skinclip.train.balance``).
@@ -98,7 +99,14 @@ class ShardDataModule(L.LightningDataModule):
         hp = self.hparams
         size = hp.image_size
         transform = (train_transform if train else eval_transform)(size, hp.mean, hp.std)
-        resample = train and hp.resample
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        # Under DDP every process must take the same number of equal-sized steps (ClipLoss
+        # gathers features across them), which shards split by node cannot promise: each
+        # process resamples shards and drops its last partial batch instead.
+        distributed = train and world_size > 1
+        if distributed and not hp.resample:
+            logger.info("Training on %d processes: shards are resampled per process.", world_size)
+        resample = train and (hp.resample or distributed)
         dataset = wds.WebDataset(
             self.split_urls(split),
             resampled=resample,
@@ -115,14 +123,14 @@ class ShardDataModule(L.LightningDataModule):
                 dataset = dataset.compose(partial(balance.repeat_rare, factors=factors))
             dataset = dataset.shuffle(hp.shuffle_buffer)
         dataset = dataset.map(lambda s: self._to_sample(s, transform, train)).batched(
-            hp.batch_size, partial=True, collation_fn=_collate
+            hp.batch_size, partial=not distributed, collation_fn=_collate
         )
         dataset = dataset.map(self._add_tokens)
         if resample:
             # A resampled stream never ends; cut it into epochs of the nominal length. Every
             # worker draws its own stream, so each supplies its share of the batches.
             workers = max(1, hp.num_workers)
-            dataset = dataset.with_epoch(math.ceil(self.steps_per_epoch() / workers))
+            dataset = dataset.with_epoch(math.ceil(self.steps_per_epoch(world_size) / workers))
         return dataset
 
     def _to_sample(self, sample: dict, transform, train: bool) -> tuple:
@@ -132,7 +140,9 @@ class ShardDataModule(L.LightningDataModule):
         image = transform(decode_image(sample["jpg"], min_side=self.hparams.image_size))
         group = meta.get("diagnosis_group")
         label = ATLAS_4CLASS.index(group) if group in ATLAS_4CLASS else -1
-        return image, caption, label, meta.get("modality"), meta.get("diagnosis") or ""
+        # Label CSVs and folder trees name the class in ``label`` rather than ``diagnosis``.
+        diagnosis = meta.get("diagnosis") or meta.get("label") or ""
+        return image, caption, label, meta.get("modality"), diagnosis
 
     def _loader(self, split: str, train: bool) -> wds.WebLoader:
         return wds.WebLoader(

@@ -37,6 +37,7 @@ def diagnosis_loss(
         tokenize: Maps a list of texts to a (T, L) token tensor on the model's device.
         image_embeds: (B, D) L2-normalised image embeddings.
         diagnoses: The diagnosis of each image as written in its metadata; empty when unknown.
+            Case and spacing are ignored.
         modalities: The modality of each image (``None`` when unknown).
         logit_scale: The contrastive temperature's inverse (already exponentiated).
 
@@ -44,8 +45,11 @@ def diagnosis_loss(
         The mean loss over images with a diagnosis, or ``None`` when the batch holds fewer
         than two distinct diagnoses (there is nothing to tell apart).
     """
-    keep = [i for i, d in enumerate(diagnoses) if d]
-    names = sorted({diagnoses[i] for i in keep})
+    # Spellings that differ only in case or spacing are one diagnosis: the uncased tokenizer
+    # would give them identical captions, and separate classes would contradict each other.
+    keys = [" ".join(str(d).lower().split()) if d else "" for d in diagnoses]
+    keep = [i for i, key in enumerate(keys) if key]
+    names = sorted({keys[i] for i in keep})
     if len(names) < 2:
         return None
     mods = sorted({modalities[i] for i in keep}, key=str)
@@ -56,5 +60,5 @@ def diagnosis_loss(
 
     per_image = class_embeds[[mods.index(modalities[i]) for i in keep]]  # (N, C, D)
     logits = logit_scale * torch.einsum("nd,ncd->nc", image_embeds[keep], per_image)  # (N, C)
-    targets = torch.tensor([names.index(diagnoses[i]) for i in keep], device=logits.device)
+    targets = torch.tensor([names.index(keys[i]) for i in keep], device=logits.device)
     return F.cross_entropy(logits, targets)

@@ -97,6 +97,7 @@ class SkinCLIPModule(L.LightningModule):
             self.model.logit_scale.requires_grad_(False)
         self.loss_fn = ClipLoss()
         self._pad_id = pad_token_id(self.tokenizer)
+        self._warned_no_diagnoses = False
         self._val_outputs: list[dict] = []
 
     def set_training_modes(self) -> None:
@@ -149,6 +150,13 @@ class SkinCLIPModule(L.LightningModule):
             )
             if dx_loss is not None:
                 losses["diagnosis"] = dx_loss
+            elif not self._warned_no_diagnoses:
+                self._warned_no_diagnoses = True
+                logger.warning(
+                    "A training batch holds fewer than two distinct diagnoses, so it trains on "
+                    "ClipLoss alone; shards without a 'diagnosis' or 'label' field never use "
+                    "model.diagnosis_loss_weight."
+                )
         losses["loss"] = losses["clip"] + weight * losses.get("diagnosis", 0.0)
         return losses
 
@@ -186,6 +194,7 @@ class SkinCLIPModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         outputs, self._val_outputs = self._val_outputs, []
+        outputs = _gather_from_all_processes(outputs)
         if not outputs:
             return
         image_embeds = torch.cat([o["image_embeds"] for o in outputs])
@@ -267,6 +276,17 @@ class SkinCLIPModule(L.LightningModule):
                 }
             )
         return groups
+
+
+def _gather_from_all_processes(outputs: list[dict]) -> list[dict]:
+    """Every process's validation outputs, so that recall and zero-shot accuracy are computed
+    over the whole validation split under DDP rather than over one process's share."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return outputs
+    # The shares differ in size (shards split by node), which tensor all_gather cannot take.
+    parts: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, outputs)
+    return [output for part in parts for output in part]
 
 
 def default_precision() -> str:
