@@ -55,14 +55,16 @@ def output_file(path: str) -> Path:
 
 
 def _load_bundle(args: argparse.Namespace):
-    from skinclip.model.towers import create_skinclip, is_skinclip_config
+    from skinclip.model.towers import create_skinclip
 
-    if args.checkpoint is None and (args.model is None or is_skinclip_config(args.model)):
-        # Its projections are random: fine as a baseline, easy to use by mistake.
+    if args.checkpoint is None and not str(args.model or "").startswith("local-dir:"):
+        # Fine as a baseline, easy to use by mistake: nothing has aligned its two towers.
         logger.warning(
-            "No --checkpoint given: using the untrained SkinCLIP model (ImageNet and MiniLM "
-            "towers, random projections), whose scores are near chance. Pass --checkpoint "
-            "outputs/quickstart/train/checkpoints/last.ckpt (or your own) for a trained one."
+            "No --checkpoint given: using the untrained %s model (for SkinCLIP, ImageNet and "
+            "MiniLM towers with random projections), whose scores are near chance. Pass "
+            "--checkpoint outputs/quickstart/train/checkpoints/last.ckpt (or your own, or an "
+            "open_clip pretrained tag) for a trained one.",
+            args.model or "SkinCLIP",
         )
     return create_skinclip(args.model, args.checkpoint, args.image_size)
 

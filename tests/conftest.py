@@ -77,11 +77,15 @@ def tiny_atlas(make_image: Callable[..., Path], tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards of 24 synthetic two-image cases (8 per split) over the four atlas groups."""
+    return build_tiny_shards(tmp_path_factory.mktemp("tiny"), shard_size=5)
+
+
+def build_tiny_shards(root: Path, shard_size: int) -> Path:
+    """Write the ``tiny_shards`` cases under ``root``, ``shard_size`` samples per shard."""
     from skinclip.data.atlas import ATLAS_4CLASS
     from skinclip.data.records import ImageRecord
     from skinclip.data.shards import write_shards
 
-    root = tmp_path_factory.mktemp("tiny")
     records = []
     for case in range(24):
         split = ("train", "val", "test")[case % 3]
@@ -108,7 +112,7 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
             }
             key = f"tiny-{case:02d}_{modality}"
             records.append(ImageRecord(key, path, (caption, f"{group}, {modality}"), meta))
-    write_shards(records, root / "shards", shard_size=5, source_name="tiny")
+    write_shards(records, root / "shards", shard_size=shard_size, source_name="tiny")
     return root / "shards"
 
 

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from skinclip.cli import main
+from skinclip.model.towers import create_skinclip, export_open_clip
 
 
 def test_shards_on_unknown_layout_lists_known_layouts(tmp_path, caplog):
@@ -201,3 +202,11 @@ def test_commands_warn_when_no_checkpoint_gives_the_untrained_model(make_image, 
     with caplog.at_level(logging.WARNING):
         assert main(args) == 0
     assert "No --checkpoint given: using the untrained SkinCLIP model" in caplog.text
+
+    # An exported model is a trained one.
+    caplog.clear()
+    export = tmp_path / "export"
+    export_open_clip(create_skinclip(image_size=64, pretrained_towers=False), export)
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--model", f"local-dir:{export}"]) == 0
+    assert "No --checkpoint" not in caplog.text

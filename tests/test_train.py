@@ -1,9 +1,11 @@
 """Training: one step of a tiny random model, decay groups, validation metrics and resume."""
 
+import csv
 import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import build_tiny_shards
 from PIL import Image
 
 from skinclip.data.captions import diagnosis_caption
@@ -254,22 +257,37 @@ def test_samples_without_a_diagnosis_fall_back_to_their_label(tiny_shards):
         assert data._to_sample(sample, eval_transform(32), train=False)[-1] == expected
 
 
-def test_ddp_on_two_cpu_processes_trains_from_the_command_line(tiny_shards, tmp_path):
+def test_ddp_on_two_cpu_processes_trains_and_validates_from_the_command_line(tmp_path):
+    # One shard per split: fewer validation shards than processes once deadlocked DDP.
+    shards = build_tiny_shards(tmp_path / "data", shard_size=64)
     # DDP starts its second process by running the command line again, so this has to go
     # through a real command line, not run_training in this process.
     root = tmp_path / "ddp"
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
     command = [sys.executable, "-m", "skinclip.cli", "train", "--config", str(config)]
-    command += ["--data.shards", str(tiny_shards), "--data.num_workers", "0"]
+    command += ["--data.shards", str(shards), "--data.num_workers", "0"]
     command += ["--data.batch_size", "4", "--model.image_size", "32"]
     command += ["--model.pretrained_towers", "false", "--trainer.max_epochs", "1"]
     command += ["--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu"]
-    command += ["--trainer.devices", "2"]
+    command += ["--trainer.devices", "2", "--trainer.logger", "CSVLogger"]
+    command += ["--trainer.logger.save_dir", str(root), "--trainer.log_every_n_steps", "1"]
     command += ["--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-8000:]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the second rank too
+        pytest.fail("DDP training did not finish in 300 s (a rank waiting on another?)")
+    assert process.returncode == 0, stderr[-8000:]
+    assert "Training on 2 processes" in stderr
+
     # 16 training images in batches of 4 on each of 2 processes: 2 steps an epoch.
     assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
-    assert "Training on 2 processes" in done.stderr
     assert (root / "export" / "open_clip_model.safetensors").is_file()
+    # Validation ran to its end on both processes and logged its metrics.
+    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    assert [r for r in rows if r.get("val/zeroshot_balanced_acc")]
+    assert [r for r in rows if r.get("val/text_to_image_R@10")]

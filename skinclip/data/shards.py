@@ -399,6 +399,12 @@ def shard_paths(out_dir: Path, split: str) -> list[Path]:
     return [Path(out_dir).resolve() / name for name in names]
 
 
+def every_shard(urls: Iterable[str]) -> Iterator[str]:
+    """A webdataset ``nodesplitter`` that gives every process all shards, for data that each
+    process must see whole (webdataset's default refuses to run under DDP)."""
+    yield from urls
+
+
 def split_urls(out_dir: Path, split: str) -> list[str]:
     """Shard paths of one split as strings for webdataset, or a clear error when there are none.
 

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import webdataset as wds
 
+from skinclip.data.shards import every_shard
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,14 +31,10 @@ def count_groups(urls: list[str]) -> Counter:
     """Count samples per group by reading only the metadata of each shard sample."""
     counts: Counter = Counter()
     # Every process counts all shards (no split by node), so all agree on the repeat factors.
-    every_shard = wds.WebDataset(urls, shardshuffle=False, nodesplitter=_all, empty_check=False)
-    for sample in every_shard:
+    dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=every_shard, empty_check=False)
+    for sample in dataset:
         counts[group_of(json.loads(sample["json"]))] += 1
     return counts
-
-
-def _all(urls):
-    yield from urls
 
 
 def repeat_factors(counts: Counter, power: float = 0.5) -> dict[str, float]:

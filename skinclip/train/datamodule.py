@@ -16,7 +16,7 @@ import webdataset as wds
 
 from skinclip.data.atlas import ATLAS_4CLASS
 from skinclip.data.images import decode_image
-from skinclip.data.shards import read_manifest, split_urls
+from skinclip.data.shards import every_shard, read_manifest, split_urls
 from skinclip.model.towers import IMAGENET_MEAN, IMAGENET_STD, register_model_configs
 from skinclip.train import balance
 from skinclip.train.transforms import eval_transform, train_transform
@@ -112,7 +112,9 @@ class ShardDataModule(L.LightningDataModule):
             resampled=resample,
             # Resampling draws shards at random already; webdataset rejects a shuffle on top.
             shardshuffle=100 if train and not resample else False,
-            nodesplitter=None if resample else wds.split_by_node,
+            # Every process validates on the whole split: the metrics need all of it, and an
+            # uneven split could leave a process without batches while the others wait for it.
+            nodesplitter=None if resample else (wds.split_by_node if train else every_shard),
             workersplitter=None if resample else wds.split_by_worker,
             handler=wds.warn_and_continue,
             empty_check=False,

@@ -194,13 +194,13 @@ class SkinCLIPModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         outputs, self._val_outputs = self._val_outputs, []
-        outputs = _gather_from_all_processes(outputs)
         if not outputs:
             return
         image_embeds = torch.cat([o["image_embeds"] for o in outputs])
         text_embeds = torch.cat([o["text_embeds"] for o in outputs])
         for name, value in retrieval_recall(image_embeds, text_embeds).items():
-            self.log(f"val/{name}", value)
+            # Under DDP every process scores the whole split alike; syncing averages equals.
+            self.log(f"val/{name}", value, sync_dist=True)
 
         labels = torch.cat([o["labels"] for o in outputs])
         modalities = [m for o in outputs for m in o["modalities"]]
@@ -215,7 +215,7 @@ class SkinCLIPModule(L.LightningModule):
                 device=self.device,
             )
             score = balanced_accuracy(probs, labels[keep])
-            self.log("val/zeroshot_balanced_acc", score, prog_bar=True)
+            self.log("val/zeroshot_balanced_acc", score, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -276,17 +276,6 @@ class SkinCLIPModule(L.LightningModule):
                 }
             )
         return groups
-
-
-def _gather_from_all_processes(outputs: list[dict]) -> list[dict]:
-    """Every process's validation outputs, so that recall and zero-shot accuracy are computed
-    over the whole validation split under DDP rather than over one process's share."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return outputs
-    # The shares differ in size (shards split by node), which tensor all_gather cannot take.
-    parts: list = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(parts, outputs)
-    return [output for part in parts for output in part]
 
 
 def default_precision() -> str:
