@@ -188,6 +188,12 @@ def _dx_mid(dx: str, followed: bool) -> str:
     return dx + "," if followed and "," in dx else dx
 
 
+def _modality_noun(modality: str) -> str:
+    if modality not in _MODALITY_NOUN:
+        raise ValueError(f"Unknown modality {modality!r}; expected one of {list(_MODALITY_NOUN)}")
+    return _MODALITY_NOUN[modality]
+
+
 def diagnosis_caption(diagnosis: str, modality: str | None) -> str:
     """The diagnosis-only phrasing of :func:`build_captions` ("Clark nevus, dermoscopic image.").
 
@@ -201,9 +207,7 @@ def diagnosis_caption(diagnosis: str, modality: str | None) -> str:
     """
     if modality is None:
         return _sentence(diagnosis_phrase(diagnosis) + ",", "image")
-    if modality not in _MODALITY_NOUN:
-        raise ValueError(f"Unknown modality {modality!r}; expected one of {list(_MODALITY_NOUN)}")
-    return _sentence(diagnosis_phrase(diagnosis) + ",", _MODALITY_NOUN[modality])
+    return _sentence(diagnosis_phrase(diagnosis) + ",", _modality_noun(modality))
 
 
 def build_captions(row: Mapping[str, object], modality: str) -> tuple[str, ...]:
@@ -223,13 +227,11 @@ def build_captions(row: Mapping[str, object], modality: str) -> tuple[str, ...]:
     Raises:
         ValueError: If ``modality`` is not a known modality.
     """
-    if modality not in _MODALITY_NOUN:
-        raise ValueError(f"Unknown modality {modality!r}; expected one of {list(_MODALITY_NOUN)}")
+    noun = _modality_noun(modality)
     raw_dx = field_value(row, "diagnosis")
     if raw_dx is None:
         return ()
     dx = diagnosis_phrase(raw_dx)
-    noun = _MODALITY_NOUN[modality]
     adj = noun.split()[0]
     site = site_phrase(field_value(row, "location"), article=True)
     site_bare = site_phrase(field_value(row, "location"))

@@ -70,7 +70,7 @@ def last_checkpoint(root: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _refuse_to_bury(root: Path) -> None:
+def _refuse_fresh_run_over_earlier(root: Path) -> None:
     """Refuse a fresh run over an earlier run's ``last.ckpt``.
 
     Lightning would save the new run as ``last-v1.ckpt`` beside it, and a later
@@ -95,7 +95,7 @@ class ResumableCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         root = Path(self.trainer.default_root_dir)
         if config.get("ckpt_path") is None and self.trainer.global_rank == 0:
-            _refuse_to_bury(root)
+            _refuse_fresh_run_over_earlier(root)
         if config.get("ckpt_path") != "last":
             return
         path = last_checkpoint(root)

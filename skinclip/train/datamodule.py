@@ -103,10 +103,10 @@ class ShardDataModule(L.LightningDataModule):
         # Under DDP every process must take the same number of equal-sized steps (ClipLoss
         # gathers features across them), which shards split by node cannot promise: each
         # process resamples shards and drops its last partial batch instead.
-        distributed = train and world_size > 1
-        if distributed and not hp.resample:
+        equal_steps = train and world_size > 1
+        if equal_steps and not hp.resample:
             logger.info("Training on %d processes: shards are resampled per process.", world_size)
-        resample = train and (hp.resample or distributed)
+        resample = train and (hp.resample or equal_steps)
         dataset = wds.WebDataset(
             self.split_urls(split),
             resampled=resample,
@@ -125,7 +125,7 @@ class ShardDataModule(L.LightningDataModule):
                 dataset = dataset.compose(partial(balance.repeat_rare, factors=factors))
             dataset = dataset.shuffle(hp.shuffle_buffer)
         dataset = dataset.map(lambda s: self._to_sample(s, transform, train)).batched(
-            hp.batch_size, partial=not distributed, collation_fn=_collate
+            hp.batch_size, partial=not equal_steps, collation_fn=_collate
         )
         dataset = dataset.map(self._add_tokens)
         if resample:
