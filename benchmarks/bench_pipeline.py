@@ -143,22 +143,19 @@ def main() -> None:
             f"decode+re-encode baseline {naive:.0f} img/s, ratio {ours / naive:.2f}x"
         )
 
-        data = ShardDataModule(
-            str(out / "shards"),
-            image_size=size,
-            batch_size=batch_size,
-            balance_power=config["data"].get("balance_power", 0.0),
-            num_workers=config["data"]["num_workers"],
-        )
+        data_options = {k: v for k, v in config["data"].items() if k != "shards"}
+        data_options.update(image_size=size, batch_size=batch_size)
+        data = ShardDataModule(str(out / "shards"), **data_options)
+        train_size = data_options.get("train_image_size") or size
         module = SkinCLIPModule(**config["model"])
         loader_rate = bench_loader(data, args.batches)
-        # The first batches of an epoch come from the start of the shuffle buffer, which in
-        # atlas order can hold a single diagnosis; a later batch times the diagnosis term too.
+        # A batch of one diagnosis would leave the diagnosis term out of the timed step.
         batch = next(b for b in data.train_dataloader() if len(set(b["diagnoses"])) > 1)
         step_rate = bench_steps(module, batch, args.batches)
         print(
             f"loader {loader_rate:.1f} samples/s vs training step {step_rate:.1f} samples/s "
-            f"(batch {batch_size}, {size}px): loader/trainer ratio {loader_rate / step_rate:.2f}x"
+            f"(batch {batch_size}, {train_size}px): "
+            f"loader/trainer ratio {loader_rate / step_rate:.2f}x"
         )
         e2e = bench_end_to_end(module, data, args.batches)
         print(

@@ -131,6 +131,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
     label_set = load_label_set(args.labels)
     check_options(options)
+    if shards:
+        _warn_if_trained_on(args.checkpoint, options)
     report, temperature = evaluate_benchmark(_load_bundle(args), label_set, options)
     beside = temperature_beside(args.checkpoint, label_set.name)
     if temperature is not None and not args.temperature and beside is not None:
@@ -146,6 +148,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         zs["ece"],
         Path(args.out) / "report.md",
     )
+
+
+def _warn_if_trained_on(checkpoint: str | None, options) -> None:
+    """Say when the test or calibration split is one the checkpoint trained on."""
+    from skinclip.model.towers import trained_splits
+
+    trained = trained_splits(checkpoint)
+    if options.split in trained:
+        logger.warning(
+            "%s trained on the '%s' split, so its scores there are not held out; evaluate on a "
+            "split it did not train on (--split).",
+            checkpoint,
+            options.split,
+        )
+    if options.calibration_split in trained and not options.temperature:
+        logger.warning(
+            "%s trained on the '%s' split, so a temperature fitted there comes out too low "
+            "(overconfident); --no-calibration skips it.",
+            checkpoint,
+            options.calibration_split,
+        )
 
 
 def _default_subgroups(shards: bool) -> tuple[str, ...]:

@@ -62,9 +62,9 @@ def find_atlas(data: Path | None) -> Path:
     )
 
 
-def default_config() -> Path:
-    """``configs/quickstart.yaml`` of the source checkout this package runs from."""
-    path = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+def default_config(name: str = "quickstart.yaml") -> Path:
+    """A YAML under ``configs/`` of the source checkout this package runs from."""
+    path = Path(__file__).resolve().parents[1] / "configs" / name
     if not path.is_file():
         raise FileNotFoundError(
             f"Default training config {path} not found (installed without the source tree?). "
@@ -72,6 +72,17 @@ def default_config() -> Path:
             "configs/quickstart.yaml."
         )
     return path
+
+
+def training_configs(config: Path | None) -> list[Path]:
+    """The YAMLs quickstart trains with, later ones overriding earlier ones.
+
+    By default the recipe chosen on validation (``quickstart.yaml``) and its final fit on train
+    and validation cases (``final_fit.yaml``); a user's ``--config`` replaces both.
+    """
+    if config is not None:
+        return [config]
+    return [default_config(), default_config("final_fit.yaml")]
 
 
 def _sample_cases(records, max_cases: int | None):
@@ -121,19 +132,19 @@ def _check_same_run(train_dir: Path, settings: dict) -> None:
 def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: dict) -> Path:
     from skinclip.train.cli import last_checkpoint, run_training
 
-    config = options.config or default_config()
+    configs = training_configs(options.config)
     settings = {
-        "config": config.read_text(),
+        "config": "\n".join(config.read_text() for config in configs),
         "epochs": options.epochs,
         "image_size": options.image_size,
         "shard_counts": manifest["counts"],
     }
     _check_same_run(train_dir, settings)
 
-    args = [
-        "fit",
-        "--config",
-        str(config),
+    args = ["fit"]
+    for config in configs:
+        args += ["--config", str(config)]
+    args += [
         "--data.shards",
         str(shards),
         "--data.num_workers",
@@ -150,6 +161,7 @@ def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: 
         args += ["--trainer.check_val_every_n_epoch", str(options.epochs)]
     if options.image_size is not None:
         args += ["--model.image_size", str(options.image_size)]
+        args += ["--data.train_image_size", str(options.image_size)]
     resume = last_checkpoint(train_dir)
     if resume:
         logger.info("Resuming training from %s", resume)
@@ -221,7 +233,8 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     timings["evaluate_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    index = build_case_index(trained, shards, ("train",), num_workers=options.workers)
+    # Every case outside the test split: the cases the default model trained on.
+    index = build_case_index(trained, shards, ("train", "val"), num_workers=options.workers)
     index.save(out / "index")
     timings["index_s"] = time.perf_counter() - start
 

@@ -289,3 +289,32 @@ def test_concepts_command_scores_every_image(make_image, tmp_path):
     assert "blue-whitish veil" in rows[0] and "erythema" not in rows[0]
     assert 0 < float(rows[0]["blue-whitish veil"]) < 1 and rows[0]["error"] == ""
     assert rows[1]["blue-whitish veil"] == "" and "unreadable" in rows[1]["error"]
+
+
+def test_evaluate_warns_when_the_model_trained_on_the_split_it_scores(tmp_path, caplog):
+    import torch
+
+    from skinclip.cli import _warn_if_trained_on
+    from skinclip.eval.run import EvaluateOptions
+    from skinclip.model.towers import trained_splits
+
+    final_fit = tmp_path / "final.ckpt"
+    torch.save(
+        {"state_dict": {}, "datamodule_hyper_parameters": {"train_splits": ["train", "val"]}},
+        final_fit,
+    )
+    older = tmp_path / "older.ckpt"
+    torch.save({"state_dict": {}}, older)
+    assert trained_splits(str(final_fit)) == ("train", "val")
+    assert trained_splits(str(older)) == ("train",)
+    assert trained_splits(None) == trained_splits("ViT-B-32.pt") == ()
+
+    options = EvaluateOptions(benchmark=tmp_path, out=tmp_path / "r", split="val")
+    with caplog.at_level(logging.WARNING):
+        _warn_if_trained_on(str(final_fit), options)
+    assert "trained on the 'val' split, so its scores there are not held out" in caplog.text
+    assert "a temperature fitted there comes out too low" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _warn_if_trained_on(str(older), EvaluateOptions(benchmark=tmp_path, out=tmp_path / "r"))
+    assert caplog.text == ""  # test scored, val calibrates: neither trained on

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from index import CaseIndex
 from skinclip.quickstart import QuickstartOptions, find_atlas, run_quickstart
@@ -28,11 +29,15 @@ def test_quickstart_on_atlas_slice(data_root, tmp_path):
     # Training moved the weights, so the two models must not score identically on everything.
     assert saved["test"]["trained"] != saved["test"]["untrained"]
 
+    # The default final fit trains on the train and validation cases; the index holds both.
+    checkpoint = torch.load(saved["checkpoint"], map_location="cpu", weights_only=False)
+    assert tuple(checkpoint["datamodule_hyper_parameters"]["train_splits"]) == ("train", "val")
+    assert checkpoint["datamodule_hyper_parameters"]["train_image_size"] == 64
     index = CaseIndex.load(out / "index")
-    assert len(index) == counts["train"]
+    assert len(index) == counts["train"] + counts["val"]
     assert len(saved["examples"]) == 3
     assert all(len(e["hits"]) == 3 for e in saved["examples"])
-    # The index holds training cases only: no test query finds itself.
+    # The index holds no test case: no test query finds itself.
     test_cases = {e["query"].split("_")[0] for e in saved["examples"]}
     assert not test_cases & {h["case_id"] for e in saved["examples"] for h in e["hits"]}
 

@@ -117,6 +117,7 @@ def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, 
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
     common = ["--config", str(config), "--data.shards", str(tiny_shards)]
     common += ["--data.num_workers", "0", "--data.batch_size", "4", "--model.image_size", "32"]
+    common += ["--data.train_image_size", "32"]
     common += ["--model.pretrained_towers", "false", "--trainer.limit_val_batches", "0"]
     common += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
     run_training(["fit", *common, "--trainer.max_steps", "2"])
@@ -242,6 +243,52 @@ def test_diagnosis_loss_weight_adds_to_the_training_loss(tiny_shards, tmp_path):
             SkinCLIPModule(**TINY, diagnosis_loss_weight=bad)
 
 
+def test_first_batches_mix_diagnoses_of_a_shard_written_in_diagnosis_order(tmp_path):
+    from skinclip.data.records import ImageRecord
+    from skinclip.data.shards import write_shards
+
+    # 4 diagnoses in blocks of 100, as the atlas lists its cases. Starting to draw after 100
+    # samples (webdataset's default) could only mix the first two blocks into the first batch.
+    image = tmp_path / "lesion.png"
+    Image.new("RGB", (40, 32), (120, 80, 60)).save(image)
+    records = []
+    for i in range(400):
+        dx = f"diagnosis {i // 100}"
+        meta = {"case_id": f"c{i:03d}", "modality": "clinical", "diagnosis": dx, "split": "train"}
+        records.append(ImageRecord(f"c{i:03d}", image, (f"{dx}, clinical image.",), meta))
+    write_shards(records, tmp_path / "shards", shard_size=1000, source_name="ordered")
+    data = ShardDataModule(
+        str(tmp_path / "shards"), image_size=32, batch_size=16, num_workers=0, shuffle_buffer=400
+    )
+    batches = list(data.train_dataloader())
+    assert len(set(batches[0]["diagnoses"])) >= 3  # fails only by a chance of about 1e-4
+    seen = sorted(d for batch in batches for d in batch["diagnoses"])
+    assert seen == sorted(r.meta["diagnosis"] for r in records)  # one epoch, each sample once
+
+
+def test_final_fit_trains_on_train_and_val_with_its_own_crop_size(tiny_shards):
+    data = ShardDataModule(
+        str(tiny_shards),
+        image_size=48,
+        train_image_size=32,
+        batch_size=4,
+        num_workers=0,
+        train_splits=["train", "val"],
+    )
+    assert _data(tiny_shards).train_size() == 16  # 8 cases of each split, 2 images each
+    assert data.train_size() == 32 and data.steps_per_epoch() == 8
+    batches = list(data.train_dataloader())
+    assert sum(len(b["captions"]) for b in batches) == 32
+    assert {tuple(b["images"].shape[-2:]) for b in batches} == {(32, 32)}
+    assert next(iter(data.val_dataloader()))["images"].shape[-2:] == (48, 48)
+
+
+def test_bad_train_splits_are_named(tiny_shards):
+    for bad in ("train", [], ["train", "vla"]):
+        with pytest.raises(ValueError, match=r"data.train_splits must be a list .*'train'"):
+            ShardDataModule(str(tiny_shards), train_splits=bad)
+
+
 def test_samples_without_a_diagnosis_fall_back_to_their_label(tiny_shards):
     data = _data(tiny_shards)
     image = Image.new("RGB", (40, 32), (120, 80, 60))
@@ -267,6 +314,7 @@ def test_ddp_on_two_cpu_processes_trains_and_validates_from_the_command_line(tmp
     command = [sys.executable, "-m", "skinclip.cli", "train", "--config", str(config)]
     command += ["--data.shards", str(shards), "--data.num_workers", "0"]
     command += ["--data.batch_size", "4", "--model.image_size", "32"]
+    command += ["--data.train_image_size", "32"]
     command += ["--model.pretrained_towers", "false", "--trainer.max_epochs", "1"]
     command += ["--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu"]
     command += ["--trainer.devices", "2", "--trainer.logger", "CSVLogger"]

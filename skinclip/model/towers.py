@@ -302,6 +302,16 @@ def checkpoint_hparams(ckpt_path: str) -> dict:
     return dict(_load_checkpoint(path).get("hyper_parameters", {}))
 
 
+def trained_splits(ckpt_path: str | None) -> tuple[str, ...]:
+    """The shard splits a SkinCLIP Lightning checkpoint was trained on; ``()`` for weights that
+    do not record them (open_clip files, pretrained tags, no checkpoint)."""
+    if not ckpt_path or not _is_lightning_checkpoint(ckpt_path) or not Path(ckpt_path).is_file():
+        return ()
+    data = _load_checkpoint(Path(ckpt_path)).get("datamodule_hyper_parameters") or {}
+    # Checkpoints from before train_splits existed trained on the train split alone.
+    return tuple(data.get("train_splits", ("train",)))
+
+
 def _load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)

@@ -16,6 +16,7 @@ import webdataset as wds
 
 from skinclip.data.atlas import ATLAS_4CLASS
 from skinclip.data.images import decode_image
+from skinclip.data.records import SPLITS
 from skinclip.data.shards import every_shard, read_manifest, split_urls
 from skinclip.model.towers import IMAGENET_MEAN, IMAGENET_STD, register_model_configs
 from skinclip.train import balance
@@ -34,10 +35,16 @@ class ShardDataModule(L.LightningDataModule):
     Args:
         shards: The folder holding ``manifest.json`` and ``<split>/shard-*.tar``.
         model_name: The open_clip config whose tokenizer to use.
-        image_size: Input resolution.
+        image_size: Input resolution of validation (and of the model, which the CLI links).
+        train_image_size: Resolution of the training crops; ``None`` uses ``image_size``. A
+            model may evaluate best above the resolution it trained at (see the README).
+        train_splits: The shard splits to train on. Adding ``val`` to ``train`` is for a final
+            fit once the recipe has been chosen on validation: the validation metrics of such a
+            run are no longer held out.
         batch_size: Samples per batch on each device.
         num_workers: DataLoader workers; shards are divided among them (and among nodes).
-        shuffle_buffer: Samples held in the shuffle buffer.
+        shuffle_buffer: Samples held in the shuffle buffer; it fills before the first one
+            leaves, so a buffer at least as large as an epoch shuffles it uniformly.
         resample: Draw shards with replacement (infinite stream cut into nominal epochs);
             useful when shards are few relative to workers x nodes. Always on for training
             under DDP, so that every process takes the same number of full batches.
@@ -53,6 +60,8 @@ class ShardDataModule(L.LightningDataModule):
         shards: str,
         model_name: str = "SkinCLIP-EffNetLite0-MiniLM",
         image_size: int = 224,
+        train_image_size: int | None = None,
+        train_splits: tuple[str, ...] = ("train",),
         batch_size: int = 64,
         num_workers: int = 2,
         shuffle_buffer: int = 1000,
@@ -63,9 +72,19 @@ class ShardDataModule(L.LightningDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
     ):
         super().__init__()
+        if (
+            not train_splits
+            or isinstance(train_splits, str)
+            or not set(train_splits) <= set(SPLITS)
+        ):
+            raise ValueError(
+                f"data.train_splits must be a list of split names out of {list(SPLITS)}, such "
+                f"as [train]; got {train_splits!r}."
+            )
         self.save_hyperparameters()
         self.shards = Path(shards)
         self.manifest = read_manifest(self.shards)
+        self.train_splits = tuple(train_splits)
         register_model_configs()
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.pad_id = pad_token_id(self.tokenizer)
@@ -76,7 +95,7 @@ class ShardDataModule(L.LightningDataModule):
         if self._repeat_factors is None:
             self._repeat_factors = {}
             if self.hparams.balance_power > 0:
-                counts = balance.count_groups(self.split_urls("train"))
+                counts = balance.count_groups(self.train_urls())
                 self._repeat_factors = balance.repeat_factors(counts, self.hparams.balance_power)
                 self._train_size = balance.expected_size(counts, self._repeat_factors)
                 logger.info("Repeat factors by group: %s", self._repeat_factors)
@@ -85,20 +104,34 @@ class ShardDataModule(L.LightningDataModule):
     def split_urls(self, split: str) -> list[str]:
         return split_urls(self.shards, split)
 
+    def train_urls(self) -> list[str]:
+        return [url for split in self.train_splits for url in self.split_urls(split)]
+
     def split_size(self, split: str) -> int:
-        """Samples per epoch of a split, counting the repeats of balanced training."""
-        if split == "train" and self.repeat_factors():
-            return self._train_size
+        """Samples of a split as the manifest counts them."""
         return int(self.manifest["counts"]["split"].get(split, 0))
+
+    def train_size(self) -> int:
+        """Training samples per epoch, counting the repeats of balanced training."""
+        if self.repeat_factors():
+            return self._train_size
+        return sum(self.split_size(split) for split in self.train_splits)
 
     def steps_per_epoch(self, world_size: int = 1) -> int:
         """Optimizer-independent batch count of one epoch on each device."""
-        return max(1, math.ceil(self.split_size("train") / (self.hparams.batch_size * world_size)))
+        return max(1, math.ceil(self.train_size() / (self.hparams.batch_size * world_size)))
 
     def _pipeline(self, split: str, train: bool) -> wds.WebDataset:
         hp = self.hparams
-        size = hp.image_size
-        transform = (train_transform if train else eval_transform)(size, hp.mean, hp.std)
+        if train:
+            size = hp.train_image_size or hp.image_size
+            if size != hp.image_size:
+                logger.info(
+                    "Training crops are %d px; validation runs at %d px.", size, hp.image_size
+                )
+            transform = train_transform(size, hp.mean, hp.std)
+        else:
+            transform = eval_transform(hp.image_size, hp.mean, hp.std)
         world_size = self.trainer.world_size if self.trainer is not None else 1
         # Under DDP every process must take the same number of equal-sized steps (ClipLoss
         # gathers features across them), which shards split by node cannot promise: each
@@ -108,7 +141,7 @@ class ShardDataModule(L.LightningDataModule):
             logger.info("Training on %d processes: shards are resampled per process.", world_size)
         resample = train and (hp.resample or equal_steps)
         dataset = wds.WebDataset(
-            self.split_urls(split),
+            self.train_urls() if train else self.split_urls(split),
             resampled=resample,
             # Resampling draws shards at random already; webdataset rejects a shuffle on top.
             shardshuffle=100 if train and not resample else False,
@@ -123,7 +156,10 @@ class ShardDataModule(L.LightningDataModule):
             factors = self.repeat_factors()
             if factors:
                 dataset = dataset.compose(partial(balance.repeat_rare, factors=factors))
-            dataset = dataset.shuffle(hp.shuffle_buffer)
+            # Fill the buffer before the first sample leaves it. Shards keep their source's
+            # order (the atlas lists cases by diagnosis), and webdataset's default start-up of
+            # 100 samples made each epoch's first batches nearly one diagnosis each.
+            dataset = dataset.shuffle(hp.shuffle_buffer, initial=hp.shuffle_buffer)
         dataset = dataset.map(lambda s: self._to_sample(s, transform, train)).batched(
             hp.batch_size, partial=not equal_steps, collation_fn=_collate
         )
@@ -139,7 +175,9 @@ class ShardDataModule(L.LightningDataModule):
         meta = json.loads(sample["json"])
         captions = meta.get("captions") or [sample["txt"].decode("utf-8")]
         caption = random.choice(captions) if train and self.hparams.random_caption else captions[0]
-        image = transform(decode_image(sample["jpg"], min_side=self.hparams.image_size))
+        # Decoding at a reduced size is faster; it must still cover the larger resolution.
+        min_side = max(self.hparams.image_size, self.hparams.train_image_size or 0)
+        image = transform(decode_image(sample["jpg"], min_side=min_side))
         group = meta.get("diagnosis_group")
         label = ATLAS_4CLASS.index(group) if group in ATLAS_4CLASS else -1
         # Label CSVs and folder trees name the class in ``label`` rather than ``diagnosis``.
