@@ -284,9 +284,11 @@ def test_final_fit_trains_on_train_and_val_with_its_own_crop_size(tiny_shards):
 
 
 def test_bad_train_splits_are_named(tiny_shards):
-    for bad in ("train", [], ["train", "vla"]):
+    for bad in ("train", [], ["train", "vla"], ["train", "train"]):
         with pytest.raises(ValueError, match=r"data.train_splits must be a list .*'train'"):
             ShardDataModule(str(tiny_shards), train_splits=bad)
+    with pytest.raises(ValueError, match="data.train_image_size must be a positive"):
+        ShardDataModule(str(tiny_shards), train_image_size=0)
 
 
 def test_samples_without_a_diagnosis_fall_back_to_their_label(tiny_shards):

@@ -76,10 +76,16 @@ class ShardDataModule(L.LightningDataModule):
             not train_splits
             or isinstance(train_splits, str)
             or not set(train_splits) <= set(SPLITS)
+            or len(set(train_splits)) != len(train_splits)
         ):
             raise ValueError(
-                f"data.train_splits must be a list of split names out of {list(SPLITS)}, such "
-                f"as [train]; got {train_splits!r}."
+                f"data.train_splits must be a list of distinct split names out of "
+                f"{list(SPLITS)}, such as [train]; got {train_splits!r}."
+            )
+        if train_image_size is not None and train_image_size < 1:
+            raise ValueError(
+                f"data.train_image_size must be a positive number of pixels; got "
+                f"{train_image_size}. Leave it out to train at model.image_size."
             )
         self.save_hyperparameters()
         self.shards = Path(shards)
