@@ -102,6 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         temperature_beside,
     )
     from skinclip.labels import load_label_set
+    from skinclip.model.towers import trained_splits
 
     if args.resamples < 0:
         raise ValueError(f"--resamples must be 0 (no intervals) or more; got {args.resamples}.")
@@ -131,11 +132,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
     label_set = load_label_set(args.labels)
     check_options(options)
-    if shards:
-        _warn_if_trained_on(args.checkpoint, options)
+    trained = trained_splits(args.checkpoint) if shards else ()
+    options.notes = _trained_on_notes(args.checkpoint, trained, options)
+    for note in options.notes:
+        logger.warning("%s", note)
     report, temperature = evaluate_benchmark(_load_bundle(args), label_set, options)
     beside = temperature_beside(args.checkpoint, label_set.name)
-    if temperature is not None and not args.temperature and beside is not None:
+    fitted_here = temperature is not None and not args.temperature
+    # zeroshot applies a saved temperature by itself; one fitted on seen images must not be.
+    if fitted_here and beside is not None and options.calibration_split not in trained:
         temperature.save(beside)
         logger.info("Saved the temperature with the model: %s", beside)
     zs = report["zeroshot"]
@@ -150,25 +155,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
 
 
-def _warn_if_trained_on(checkpoint: str | None, options) -> None:
-    """Say when the test or calibration split is one the checkpoint trained on."""
-    from skinclip.model.towers import trained_splits
-
-    trained = trained_splits(checkpoint)
+def _trained_on_notes(checkpoint: str | None, trained: tuple[str, ...], options) -> list[str]:
+    """Caveats for a test or calibration split that the checkpoint trained on."""
+    notes = []
     if options.split in trained:
-        logger.warning(
-            "%s trained on the '%s' split, so its scores there are not held out; evaluate on a "
-            "split it did not train on (--split).",
-            checkpoint,
-            options.split,
+        notes.append(
+            f"{checkpoint} trained on the '{options.split}' split, so its scores there are not "
+            "held out; evaluate on a split it did not train on (--split)."
         )
     if options.calibration_split in trained and not options.temperature:
-        logger.warning(
-            "%s trained on the '%s' split, so a temperature fitted there comes out too low "
-            "(overconfident); --no-calibration skips it.",
-            checkpoint,
-            options.calibration_split,
+        notes.append(
+            f"{checkpoint} trained on the '{options.calibration_split}' split, so the "
+            "temperature fitted there comes out too low (overconfident); it stays in the "
+            "report folder and is not saved beside the checkpoint for `skinclip zeroshot`. "
+            "--no-calibration skips it."
         )
+    return notes
 
 
 def _default_subgroups(shards: bool) -> tuple[str, ...]:
@@ -522,7 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=positive_int, default=None, help="training epochs (default: the config's)"
     )
     p.add_argument(
-        "--image-size", type=int, default=None, help="input resolution (default: the config's)"
+        "--image-size",
+        type=positive_int,
+        default=None,
+        help="input resolution (default: the config's)",
     )
     p.add_argument("--workers", type=int, default=2, help="data-loader workers (default: 2)")
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+import yaml
+
 from skinclip.data.atlas import read_atlas
 from skinclip.data.shards import write_json_atomic, write_shards
 from skinclip.data.splits import split_fraction
@@ -129,12 +131,28 @@ def _check_same_run(train_dir: Path, settings: dict) -> None:
     write_json_atomic(record, settings)
 
 
+def _refuse_training_on_test(configs: list[Path], parsed: list[dict]) -> None:
+    """Quickstart reports test metrics as held out: no config may train on the test split."""
+    splits: list[str] = ["train"]
+    for data in (config.get("data") or {} for config in parsed):
+        splits = list(data.get("train_splits") or splits)
+    if "test" in splits:
+        raise ValueError(
+            f"{' + '.join(map(str, configs))} train(s) on the test split (data.train_splits: "
+            f"{splits}), but quickstart reports test metrics as held out. Remove 'test' from "
+            "data.train_splits, or train with `skinclip train` instead."
+        )
+
+
 def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: dict) -> Path:
     from skinclip.train.cli import last_checkpoint, run_training
 
     configs = training_configs(options.config)
+    parsed = [yaml.safe_load(config.read_text()) or {} for config in configs]
+    _refuse_training_on_test(configs, parsed)
     settings = {
-        "config": "\n".join(config.read_text() for config in configs),
+        # Parsed, so that an edited comment does not count as another run.
+        "config": parsed,
         "epochs": options.epochs,
         "image_size": options.image_size,
         "shard_counts": manifest["counts"],

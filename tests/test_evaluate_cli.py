@@ -291,12 +291,10 @@ def test_concepts_command_scores_every_image(make_image, tmp_path):
     assert rows[1]["blue-whitish veil"] == "" and "unreadable" in rows[1]["error"]
 
 
-def test_evaluate_warns_when_the_model_trained_on_the_split_it_scores(tmp_path, caplog):
+def test_evaluate_notes_splits_the_model_trained_on(tiny_shards, tmp_path, monkeypatch):
     import torch
 
-    from skinclip.cli import _warn_if_trained_on
-    from skinclip.eval.run import EvaluateOptions
-    from skinclip.model.towers import trained_splits
+    from skinclip.model.towers import create_skinclip, trained_splits
 
     final_fit = tmp_path / "final.ckpt"
     torch.save(
@@ -308,13 +306,36 @@ def test_evaluate_warns_when_the_model_trained_on_the_split_it_scores(tmp_path, 
     assert trained_splits(str(final_fit)) == ("train", "val")
     assert trained_splits(str(older)) == ("train",)
     assert trained_splits(None) == trained_splits("ViT-B-32.pt") == ()
+    # Fine-tuned from the final fit: the weights have seen val too.
+    tuned = tmp_path / "tuned.ckpt"
+    torch.save(
+        {
+            "state_dict": {},
+            "hyper_parameters": {"pretrained": str(final_fit)},
+            "datamodule_hyper_parameters": {"train_splits": ["train"]},
+        },
+        tuned,
+    )
+    assert trained_splits(str(tuned)) == ("train", "val")
+    assert trained_splits(str(tuned), own_only=True) == ("train",)
 
-    options = EvaluateOptions(benchmark=tmp_path, out=tmp_path / "r", split="val")
-    with caplog.at_level(logging.WARNING):
-        _warn_if_trained_on(str(final_fit), options)
-    assert "trained on the 'val' split, so its scores there are not held out" in caplog.text
-    assert "a temperature fitted there comes out too low" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        _warn_if_trained_on(str(older), EvaluateOptions(benchmark=tmp_path, out=tmp_path / "r"))
-    assert caplog.text == ""  # test scored, val calibrates: neither trained on
+    # The checkpoints hold no weights: an untrained model stands in for theirs.
+    untrained = create_skinclip(image_size=64, pretrained_towers=False)
+    monkeypatch.setattr("skinclip.cli._load_bundle", lambda args: untrained)
+    out = tmp_path / "r"
+    args = ["evaluate", str(tiny_shards), "--out", str(out), "--resamples", "0", *FAST]
+    args += ["--probe-train", "", "--no-concepts", "--checkpoint", str(final_fit)]
+    assert main([*args, "--split", "val", "--no-calibration"]) == 0
+    text = (out / "report.md").read_text()
+    assert "trained on the 'val' split, so its scores there are not held out" in text
+    assert "the temperature fitted there comes out too low" not in text
+
+    assert main(args) == 0  # test scored, the temperature fitted on val, which it trained on
+    text = (out / "report.md").read_text()
+    assert "**Note:**" in text and "the temperature fitted there comes out too low" in text
+    assert (out / "temperature.json").is_file()
+    assert not temperature_beside(str(final_fit), "atlas4").exists()  # zeroshot must not use it
+
+    assert main([*args[:-1], str(older)]) == 0
+    assert "**Note:**" not in (out / "report.md").read_text()
+    assert temperature_beside(str(older), "atlas4").exists()

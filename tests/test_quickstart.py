@@ -60,3 +60,19 @@ def test_quickstart_refuses_to_resume_a_run_with_other_settings(tmp_path):
     _check_same_run(train_dir, {"epochs": 1, "shard_counts": {"train": 10}})  # same: resumes
     with pytest.raises(ValueError, match=r"other settings \(shard_counts\).*another --out"):
         _check_same_run(train_dir, {"epochs": 1, "shard_counts": {"train": 4}})
+
+
+def test_quickstart_refuses_a_config_that_trains_on_test(tmp_path):
+    import yaml
+
+    from skinclip.quickstart import _refuse_training_on_test, training_configs
+
+    defaults = training_configs(None)
+    parsed = [yaml.safe_load(path.read_text()) for path in defaults]
+    _refuse_training_on_test(defaults, parsed)  # the default final fit: train + val
+    assert parsed[-1]["data"]["train_splits"] == ["train", "val"]
+    user = tmp_path / "mine.yaml"
+    user.write_text("data:\n  train_splits: [train, val, test]\n")
+    assert training_configs(user) == [user]
+    with pytest.raises(ValueError, match=r"mine.yaml train\(s\) on the test split.*held out"):
+        _refuse_training_on_test([user], [yaml.safe_load(user.read_text())])

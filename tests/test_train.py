@@ -20,7 +20,7 @@ from skinclip.data.captions import diagnosis_caption
 from skinclip.train.cli import RootCheckpoint, run_training
 from skinclip.train.datamodule import ShardDataModule
 from skinclip.train.diagnosis_loss import diagnosis_loss
-from skinclip.train.module import SkinCLIPModule
+from skinclip.train.module import SkinCLIPModule, trims_padding
 from skinclip.train.transforms import eval_transform
 
 TINY = {"image_size": 32, "pretrained_towers": False, "warmup_steps": 1}
@@ -59,6 +59,17 @@ def test_one_training_step_updates_trainable_weights_only(tiny_shards, tmp_path)
     assert torch.equal(
         text_before, module.model.text.transformer.encoder.layer[0].output.dense.weight
     )
+
+
+def test_a_model_with_open_clips_own_text_tower_trains(tiny_shards, tmp_path):
+    # Its text transformer needs the full context length: padding must not be trimmed.
+    module = SkinCLIPModule(
+        model_name="ViT-B-32", image_size=32, warmup_steps=1, diagnosis_loss_weight=1.0
+    )
+    assert not trims_padding(module.model) and trims_padding(SkinCLIPModule(**TINY).model)
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(module, datamodule=_data(tiny_shards))
+    assert trainer.global_step == 1
 
 
 def test_no_weight_decay_on_norms_biases_and_logit_scale():
@@ -133,6 +144,12 @@ def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, 
 
     # A restarted run finds last.ckpt by name and continues the step count.
     run_training(["fit", *common, "--trainer.max_steps", "3", "--ckpt_path", "last"])
+    assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+
+    # The final fit's config must not continue this train-only run (nor the reverse).
+    final_fit = str(config.parent / "final_fit.yaml")
+    with pytest.raises(ValueError, match=r"a run on the train split\(s\), but this run trains on "):
+        run_training(["fit", *common, "--config", final_fit, "--ckpt_path", "last"])
     assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
 
 

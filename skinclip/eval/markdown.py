@@ -48,6 +48,8 @@ def render_markdown(report: dict) -> str:
             f"- {test['multi_label_rows']} multi-label row(s), resolved by: "
             f"{test['multi_label_rule']}."
         )
+    for note in report.get("notes", []):
+        lines.append(f"- **Note:** {note}")
     lines += ["", "## Metrics (95% bootstrap intervals)", ""]
     methods = [(key, name) for key, name in _METHODS if key in report]
     metrics = [m for m in _METRICS if m in report["zeroshot"]]

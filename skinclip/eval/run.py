@@ -41,6 +41,7 @@ class EvaluateOptions:
         modality: Prompt templates for images with no modality (default: the label set's).
         resamples: Bootstrap resamples.
         workers: Data-loading workers.
+        notes: Caveats to print at the top of the report (e.g. a split the model trained on).
     """
 
     benchmark: Path
@@ -57,6 +58,7 @@ class EvaluateOptions:
     modality: str | None = None
     resamples: int = 500
     workers: int = 2
+    notes: Sequence[str] = field(default_factory=tuple)
 
 
 def is_shard_folder(path: Path) -> bool:
@@ -183,6 +185,8 @@ def evaluate_benchmark(
         subgroups=opts.subgroups,
         resamples=opts.resamples,
     )
+    if opts.notes:
+        report["notes"] = list(opts.notes)
     write_report(report, opts.out)
     if temperature is not None and given is None:
         temperature.save(Path(opts.out) / "temperature.json")

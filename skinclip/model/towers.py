@@ -254,7 +254,7 @@ def lock_text_tower(model: torch.nn.Module, unlocked_layers: int = 0) -> None:
     Hugging Face architectures lacks their layer attribute), so those layers are found here.
     The projection into the shared space always stays trainable.
     """
-    text = model.text
+    text = getattr(model, "text", None)  # open_clip's own CLIP keeps its text layers at the top
     encoder = getattr(getattr(text, "transformer", None), "encoder", None)
     layers = getattr(encoder, "layer", None)
     if layers is None:
@@ -302,14 +302,29 @@ def checkpoint_hparams(ckpt_path: str) -> dict:
     return dict(_load_checkpoint(path).get("hyper_parameters", {}))
 
 
-def trained_splits(ckpt_path: str | None) -> tuple[str, ...]:
+def trained_splits(ckpt_path: str | None, own_only: bool = False) -> tuple[str, ...]:
     """The shard splits a SkinCLIP Lightning checkpoint was trained on; ``()`` for weights that
-    do not record them (open_clip files, pretrained tags, no checkpoint)."""
-    if not ckpt_path or not _is_lightning_checkpoint(ckpt_path) or not Path(ckpt_path).is_file():
-        return ()
-    data = _load_checkpoint(Path(ckpt_path)).get("datamodule_hyper_parameters") or {}
-    # Checkpoints from before train_splits existed trained on the train split alone.
-    return tuple(data.get("train_splits", ("train",)))
+    do not record them (open_clip files, pretrained tags, no checkpoint).
+
+    Args:
+        ckpt_path: The checkpoint.
+        own_only: Leave out what the checkpoint it started from (``model.pretrained``) was
+            trained on; by default those splits count too, since the weights have seen them.
+    """
+    chain, seen = [], []
+    while ckpt_path and _is_lightning_checkpoint(ckpt_path) and Path(ckpt_path).is_file():
+        if ckpt_path in chain:  # a checkpoint cannot start from itself; stop rather than loop
+            break
+        chain.append(ckpt_path)
+        ckpt = _load_checkpoint(Path(ckpt_path))
+        data = ckpt.get("datamodule_hyper_parameters") or {}
+        # Checkpoints from before train_splits existed trained on the train split alone.
+        splits = data.get("train_splits", ("train",)) if isinstance(data, dict) else ()
+        if isinstance(splits, (list, tuple)):
+            seen += [str(s) for s in splits if str(s) not in seen]
+        hparams = ckpt.get("hyper_parameters")
+        ckpt_path = None if own_only or not hasattr(hparams, "get") else hparams.get("pretrained")
+    return tuple(seen)
 
 
 def _load_checkpoint(path: Path) -> dict:

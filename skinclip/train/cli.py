@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from skinclip.model.towers import SkinCLIPBundle, export_open_clip
+from skinclip.model.towers import SkinCLIPBundle, export_open_clip, trained_splits
 from skinclip.train.datamodule import ShardDataModule
 from skinclip.train.module import SkinCLIPModule, default_precision
 
@@ -85,6 +85,21 @@ def _refuse_fresh_run_over_earlier(root: Path) -> None:
         )
 
 
+def _refuse_resume_on_other_splits(path: Path, train_splits: tuple[str, ...]) -> None:
+    """Refuse to continue a run on other training splits than it started with.
+
+    A final fit (train + val) resumed with the tuning config (train alone), or the reverse,
+    would give a model of neither recipe and overwrite the first run's checkpoint and export.
+    """
+    before = trained_splits(str(path), own_only=True)
+    if before and before != train_splits:
+        raise ValueError(
+            f"{path} is a run on the {'+'.join(before)} split(s), but this run trains on "
+            f"{'+'.join(train_splits)} (data.train_splits). Pass the same config files as that "
+            "run to resume it, or start afresh in another --trainer.default_root_dir."
+        )
+
+
 class ResumableCLI(LightningCLI):
     """LightningCLI where ``--ckpt_path last`` resumes from
     ``<default_root_dir>/checkpoints/last.ckpt`` (and starts afresh, saying so, without one),
@@ -104,6 +119,8 @@ class ResumableCLI(LightningCLI):
                 "No last.ckpt under %s/checkpoints: training starts from the beginning.",
                 self.trainer.default_root_dir,
             )
+        else:
+            _refuse_resume_on_other_splits(path, tuple(self.datamodule.train_splits))
         config["ckpt_path"] = str(path) if path else None
 
 

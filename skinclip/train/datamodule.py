@@ -91,9 +91,14 @@ class ShardDataModule(L.LightningDataModule):
         self.shards = Path(shards)
         self.manifest = read_manifest(self.shards)
         self.train_splits = tuple(train_splits)
+        if "test" in self.train_splits:
+            logger.warning(
+                "Training on the test split (data.train_splits %s): no metric on it will be "
+                "held out.",
+                list(self.train_splits),
+            )
         register_model_configs()
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.pad_id = pad_token_id(self.tokenizer)
         self._repeat_factors: dict[str, float] | None = None
 
     def repeat_factors(self) -> dict[str, float]:
@@ -202,11 +207,17 @@ class ShardDataModule(L.LightningDataModule):
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> wds.WebLoader:
+        if "val" in self.train_splits:
+            logger.warning(
+                "Validating on the 'val' split, which this run also trains on: its val/ "
+                "metrics are not held out. A final fit (configs/final_fit.yaml) skips them."
+            )
         return self._loader("val", train=False)
 
     def _add_tokens(self, batch: dict) -> dict:
-        # Tokenising here runs in the loader workers instead of the training process.
-        batch["tokens"] = trim_padding(self.tokenizer(batch["captions"]), self.pad_id)  # (B, L)
+        # Tokenising here runs in the loader workers instead of the training process. The
+        # padding is trimmed by the module, which knows whether its text tower allows it.
+        batch["tokens"] = self.tokenizer(batch["captions"])  # (B, context length)
         return batch
 
 
@@ -220,8 +231,10 @@ def trim_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     """Drop the padding columns that every row of a token batch shares.
 
     open_clip pads every caption to the context length (77), about twice the longest atlas
-    caption. The Hugging Face text tower masks padding and pools over real tokens only, so
-    the trimmed batch embeds the same, and the text tower does about half the work.
+    caption. A Hugging Face text tower masks padding and pools over real tokens only, so the
+    trimmed batch embeds the same, and the text tower does about half the work. open_clip's
+    own text transformer needs the full context length (fixed positional embeddings and
+    attention mask): see :func:`skinclip.train.module.trims_padding`.
     """
     used = (tokens != pad_id).any(dim=0).nonzero()
     return tokens if used.numel() == 0 else tokens[:, : int(used.max()) + 1]

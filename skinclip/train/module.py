@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from open_clip.hf_model import HFTextEncoder
 from open_clip.loss import ClipLoss
 from transformers import PreTrainedModel
 
@@ -97,6 +98,7 @@ class SkinCLIPModule(L.LightningModule):
             self.model.logit_scale.requires_grad_(False)
         self.loss_fn = ClipLoss()
         self._pad_id = pad_token_id(self.tokenizer)
+        self._trim_padding = trims_padding(self.model)
         self._warned_no_diagnoses = False
         self._val_outputs: list[dict] = []
 
@@ -128,6 +130,8 @@ class SkinCLIPModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         image_embeds = self.model.encode_image(as_model_input(images, self.device), normalize=True)
+        if self._trim_padding:
+            tokens = trim_padding(tokens, self._pad_id)
         text_embeds = self.model.encode_text(tokens, normalize=True)  # (B, D)
         return image_embeds, text_embeds
 
@@ -171,7 +175,10 @@ class SkinCLIPModule(L.LightningModule):
         return losses["loss"]
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:
-        return trim_padding(self.tokenizer(texts), self._pad_id).to(self.device)  # (T, L)
+        tokens = self.tokenizer(texts)
+        if self._trim_padding:
+            tokens = trim_padding(tokens, self._pad_id)
+        return tokens.to(self.device)  # (T, L)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # CLIP's temperature clamp: beyond 100 the logits saturate and training destabilises.
@@ -276,6 +283,12 @@ class SkinCLIPModule(L.LightningModule):
                 }
             )
         return groups
+
+
+def trims_padding(model: torch.nn.Module) -> bool:
+    """Whether the model's text tower embeds a token batch the same with its shared padding
+    columns dropped: a Hugging Face tower does (it masks padding); open_clip's own does not."""
+    return isinstance(getattr(model, "text", None), HFTextEncoder)
 
 
 def default_precision() -> str:
