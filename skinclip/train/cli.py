@@ -119,7 +119,7 @@ class ResumableCLI(LightningCLI):
                 "No last.ckpt under %s/checkpoints: training starts from the beginning.",
                 self.trainer.default_root_dir,
             )
-        else:
+        elif hasattr(self.datamodule, "train_splits"):  # SkinVL's data module has none
             _refuse_resume_on_other_splits(path, tuple(self.datamodule.train_splits))
         config["ckpt_path"] = str(path) if path else None
 
