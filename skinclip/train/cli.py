@@ -92,7 +92,7 @@ def _refuse_resume_on_other_splits(path: Path, train_splits: tuple[str, ...]) ->
     would give a model of neither recipe and overwrite the first run's checkpoint and export.
     """
     before = trained_splits(str(path), own_only=True)
-    if before and before != train_splits:
+    if before and set(before) != set(train_splits):
         raise ValueError(
             f"{path} is a run on the {'+'.join(before)} split(s), but this run trains on "
             f"{'+'.join(train_splits)} (data.train_splits). Pass the same config files as that "
