@@ -134,8 +134,13 @@ def _check_same_run(train_dir: Path, settings: dict) -> None:
 def _refuse_training_on_test(configs: list[Path], parsed: list[dict]) -> None:
     """Quickstart reports test metrics as held out: no config may train on the test split."""
     splits: list[str] = ["train"]
-    for data in (config.get("data") or {} for config in parsed):
-        splits = list(data.get("train_splits") or splits)
+    for config in parsed:
+        data = config.get("data") if isinstance(config, dict) else None
+        # jsonargparse also takes dotted keys; a data section given as a file path is only
+        # known once trained, and run_quickstart checks the checkpoint then.
+        for source in (data if isinstance(data, dict) else {}, config or {}):
+            found = source.get("train_splits" if source is data else "data.train_splits")
+            splits = list(found) if isinstance(found, list | tuple) else splits
     if "test" in splits:
         raise ValueError(
             f"{' + '.join(map(str, configs))} train(s) on the test split (data.train_splits: "
@@ -223,7 +228,7 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     """
     from skinclip.encode import encode_split
     from skinclip.evaluate import evaluate_split, split_metrics
-    from skinclip.model.towers import create_skinclip, image_size_of
+    from skinclip.model.towers import create_skinclip, image_size_of, trained_splits
     from skinclip.retrieval import build_case_index
 
     atlas = find_atlas(options.data)
@@ -241,6 +246,11 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     start = time.perf_counter()
     checkpoint = _train(options, shards, out / "train", manifest)
     timings["train_s"] = time.perf_counter() - start
+    if "test" in trained_splits(str(checkpoint)):
+        raise ValueError(
+            f"{checkpoint} trained on the test split, so quickstart cannot report test metrics "
+            "as held out. Remove 'test' from data.train_splits in the training config."
+        )
 
     start = time.perf_counter()
     trained = create_skinclip(pretrained=str(checkpoint))

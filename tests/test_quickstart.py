@@ -76,3 +76,8 @@ def test_quickstart_refuses_a_config_that_trains_on_test(tmp_path):
     assert training_configs(user) == [user]
     with pytest.raises(ValueError, match=r"mine.yaml train\(s\) on the test split.*held out"):
         _refuse_training_on_test([user], [yaml.safe_load(user.read_text())])
+    dotted = {"data.train_splits": ["train", "test"]}  # jsonargparse reads dotted keys too
+    with pytest.raises(ValueError, match="on the test split"):
+        _refuse_training_on_test([user], [dotted])
+    # A data section kept in another file is checked on the trained checkpoint instead.
+    _refuse_training_on_test([user], [{"data": "data.yaml"}])

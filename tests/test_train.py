@@ -67,6 +67,7 @@ def test_a_model_with_open_clips_own_text_tower_trains(tiny_shards, tmp_path):
         model_name="ViT-B-32", image_size=32, warmup_steps=1, diagnosis_loss_weight=1.0
     )
     assert not trims_padding(module.model) and trims_padding(SkinCLIPModule(**TINY).model)
+    assert module.model.text_projection.requires_grad  # open_clip's own lock froze it
     trainer = _trainer(tmp_path, max_steps=1)
     trainer.fit(module, datamodule=_data(tiny_shards))
     assert trainer.global_step == 1
@@ -123,7 +124,9 @@ def test_resume_continues_from_last_checkpoint(tiny_shards, tmp_path):
     assert torch.load(last, weights_only=False)["global_step"] == 4
 
 
-def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, tmp_path, recwarn):
+def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(
+    tiny_shards, tmp_path, recwarn, monkeypatch
+):
     root = tmp_path / "run"
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
     common = ["--config", str(config), "--data.shards", str(tiny_shards)]
@@ -148,9 +151,16 @@ def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(tiny_shards, 
 
     # The final fit's config must not continue this train-only run (nor the reverse).
     final_fit = str(config.parent / "final_fit.yaml")
-    with pytest.raises(ValueError, match=r"a run on the train split\(s\), but this run trains on "):
-        run_training(["fit", *common, "--config", final_fit, "--ckpt_path", "last"])
-    assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+    last = root / "checkpoints" / "last.ckpt"
+    for resume in ("last", str(last)):
+        with pytest.raises(ValueError, match=r"a run on the train split\(s\), but this run "):
+            run_training(["fit", *common, "--config", final_fit, "--ckpt_path", resume])
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+
+    # Fine-tuning records where it started as an absolute path, traceable from anywhere.
+    monkeypatch.chdir(root)
+    tuned = SkinCLIPModule(pretrained="checkpoints/last.ckpt", image_size=32)
+    assert tuned.hparams.pretrained == str(last.resolve())
 
 
 def test_datamodule_reports_missing_shards(tmp_path):

@@ -252,13 +252,21 @@ def lock_text_tower(model: torch.nn.Module, unlocked_layers: int = 0) -> None:
 
     open_clip's own lock cannot leave layers of a BERT-family tower unlocked (its table of
     Hugging Face architectures lacks their layer attribute), so those layers are found here.
-    The projection into the shared space always stays trainable.
+    Other towers use open_clip's lock, where ``unlocked_layers`` counts its layer groups (the
+    last group is the final norm and projection). The projection into the shared space always
+    stays trainable.
     """
     text = getattr(model, "text", None)  # open_clip's own CLIP keeps its text layers at the top
     encoder = getattr(getattr(text, "transformer", None), "encoder", None)
     layers = getattr(encoder, "layer", None)
     if layers is None:
+        # open_clip's lock counts its own groups, the last being the final norm with the
+        # projection, and freezes the projection too; it is unfrozen again here.
         model.lock_text_tower(unlocked_layers=unlocked_layers)
+        for owner, name in ((model, "text_projection"), (text, "proj")):
+            projection = getattr(owner, name, None)
+            if isinstance(projection, torch.nn.Module | torch.nn.Parameter):
+                projection.requires_grad_(True)
         return
     for param in text.transformer.parameters():
         param.requires_grad = False
@@ -324,6 +332,13 @@ def trained_splits(ckpt_path: str | None, own_only: bool = False) -> tuple[str, 
             seen += [str(s) for s in splits if str(s) not in seen]
         hparams = ckpt.get("hyper_parameters")
         ckpt_path = None if own_only or not hasattr(hparams, "get") else hparams.get("pretrained")
+        if ckpt_path and _is_lightning_checkpoint(ckpt_path) and not Path(ckpt_path).is_file():
+            logger.warning(
+                "%s started from %s, which is not found, so the splits its weights saw are not "
+                "all known.",
+                chain[-1],
+                ckpt_path,
+            )
     return tuple(seen)
 
 

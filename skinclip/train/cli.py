@@ -111,17 +111,18 @@ class ResumableCLI(LightningCLI):
         root = Path(self.trainer.default_root_dir)
         if config.get("ckpt_path") is None and self.trainer.global_rank == 0:
             _refuse_fresh_run_over_earlier(root)
-        if config.get("ckpt_path") != "last":
-            return
-        path = last_checkpoint(root)
-        if path is None:
-            logger.warning(
-                "No last.ckpt under %s/checkpoints: training starts from the beginning.",
-                self.trainer.default_root_dir,
-            )
-        elif hasattr(self.datamodule, "train_splits"):  # SkinVL's data module has none
-            _refuse_resume_on_other_splits(path, tuple(self.datamodule.train_splits))
-        config["ckpt_path"] = str(path) if path else None
+        if config.get("ckpt_path") == "last":
+            path = last_checkpoint(root)
+            if path is None:
+                logger.warning(
+                    "No last.ckpt under %s/checkpoints: training starts from the beginning.",
+                    self.trainer.default_root_dir,
+                )
+            config["ckpt_path"] = str(path) if path else None
+        resumed = config.get("ckpt_path")
+        # SkinVL's data module has no train_splits; other ckpt_path values name no file.
+        if resumed and Path(resumed).is_file() and hasattr(self.datamodule, "train_splits"):
+            _refuse_resume_on_other_splits(Path(resumed), tuple(self.datamodule.train_splits))
 
 
 class SkinCLIPCLI(ResumableCLI):

@@ -85,6 +85,10 @@ class SkinCLIPModule(L.LightningModule):
                 f"model.fixed_logit_scale must be in (0, 100]; got {fixed_logit_scale}. Leave it "
                 "out to learn the temperature."
             )
+        if pretrained and Path(pretrained).is_file():
+            # Recorded absolute, so that what the starting weights saw can be traced from any
+            # folder (skinclip.model.towers.trained_splits).
+            pretrained = str(Path(pretrained).resolve())
         self.save_hyperparameters()
         bundle = create_skinclip(model_name, pretrained, image_size, pretrained_towers)
         self.model = bundle.model
