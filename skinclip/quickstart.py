@@ -135,12 +135,15 @@ def _refuse_training_on_test(configs: list[Path], parsed: list[dict]) -> None:
     """Quickstart reports test metrics as held out: no config may train on the test split."""
     splits: list[str] = ["train"]
     for config in parsed:
-        data = config.get("data") if isinstance(config, dict) else None
-        # jsonargparse also takes dotted keys; a data section given as a file path is only
-        # known once trained, and run_quickstart checks the checkpoint then.
-        for source in (data if isinstance(data, dict) else {}, config or {}):
-            found = source.get("train_splits" if source is data else "data.train_splits")
-            splits = list(found) if isinstance(found, list | tuple) else splits
+        if not isinstance(config, dict):
+            continue
+        data = config.get("data")
+        found = data.get("train_splits") if isinstance(data, dict) else None
+        # jsonargparse also reads dotted keys. A data section kept in another file is only
+        # known once trained: run_quickstart checks the checkpoint then.
+        found = config.get("data.train_splits", found)
+        if isinstance(found, list | tuple):
+            splits = list(found)
     if "test" in splits:
         raise ValueError(
             f"{' + '.join(map(str, configs))} train(s) on the test split (data.train_splits: "

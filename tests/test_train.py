@@ -20,7 +20,8 @@ from skinclip.data.captions import diagnosis_caption
 from skinclip.train.cli import RootCheckpoint, run_training
 from skinclip.train.datamodule import ShardDataModule
 from skinclip.train.diagnosis_loss import diagnosis_loss
-from skinclip.train.module import SkinCLIPModule, trims_padding
+from skinclip.train.module import SkinCLIPModule
+from skinclip.train.padding import trims_padding
 from skinclip.train.transforms import eval_transform
 
 TINY = {"image_size": 32, "pretrained_towers": False, "warmup_steps": 1}
@@ -188,7 +189,7 @@ def test_balancing_repeats_rare_groups(tiny_shards):
 
 def test_trimmed_padding_embeds_exactly_like_full_context():
     from skinclip.model.towers import create_skinclip
-    from skinclip.train.datamodule import trim_padding
+    from skinclip.train.padding import trim_padding
 
     bundle = create_skinclip(image_size=64)
     tokens = bundle.tokenizer(["nevus.", "a dermoscopic image of a Clark nevus on the back."])

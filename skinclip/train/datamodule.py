@@ -43,8 +43,8 @@ class ShardDataModule(L.LightningDataModule):
             run are no longer held out.
         batch_size: Samples per batch on each device.
         num_workers: DataLoader workers; shards are divided among them (and among nodes).
-        shuffle_buffer: Samples held in the shuffle buffer; it fills before the first one
-            leaves, so a buffer at least as large as an epoch shuffles it uniformly.
+        shuffle_buffer: Samples held in each worker's shuffle buffer; it fills before the first
+            one leaves, so a buffer as large as a worker's share of an epoch shuffles it whole.
         resample: Draw shards with replacement (infinite stream cut into nominal epochs);
             useful when shards are few relative to workers x nodes. Always on for training
             under DDP, so that every process takes the same number of full batches.
@@ -219,25 +219,6 @@ class ShardDataModule(L.LightningDataModule):
         # padding is trimmed by the module, which knows whether its text tower allows it.
         batch["tokens"] = self.tokenizer(batch["captions"])  # (B, context length)
         return batch
-
-
-def pad_token_id(tokenizer) -> int:
-    """The id an open_clip tokenizer pads with."""
-    # Hugging Face tokenizers name their pad id; open_clip's own pads with 0.
-    return getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", 0) or 0
-
-
-def trim_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Drop the padding columns that every row of a token batch shares.
-
-    open_clip pads every caption to the context length (77), about twice the longest atlas
-    caption. A Hugging Face text tower masks padding and pools over real tokens only, so the
-    trimmed batch embeds the same, and the text tower does about half the work. open_clip's
-    own text transformer needs the full context length (fixed positional embeddings and
-    attention mask): see :func:`skinclip.train.module.trims_padding`.
-    """
-    used = (tokens != pad_id).any(dim=0).nonzero()
-    return tokens if used.numel() == 0 else tokens[:, : int(used.max()) + 1]
 
 
 def _collate(samples: list[tuple]) -> dict:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from open_clip.hf_model import HFTextEncoder
 from open_clip.loss import ClipLoss
 from transformers import PreTrainedModel
 
@@ -21,8 +20,8 @@ from skinclip.model.towers import (
     create_skinclip,
     lock_text_tower,
 )
-from skinclip.train.datamodule import pad_token_id, trim_padding
 from skinclip.train.diagnosis_loss import diagnosis_loss
+from skinclip.train.padding import pad_token_id, trim_padding, trims_padding
 from skinclip.zeroshot import classify_by_modality
 
 logger = logging.getLogger(__name__)
@@ -134,9 +133,7 @@ class SkinCLIPModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         image_embeds = self.model.encode_image(as_model_input(images, self.device), normalize=True)
-        if self._trim_padding:
-            tokens = trim_padding(tokens, self._pad_id)
-        text_embeds = self.model.encode_text(tokens, normalize=True)  # (B, D)
+        text_embeds = self.model.encode_text(self._trimmed(tokens), normalize=True)  # (B, D)
         return image_embeds, text_embeds
 
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -179,10 +176,10 @@ class SkinCLIPModule(L.LightningModule):
         return losses["loss"]
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts)
-        if self._trim_padding:
-            tokens = trim_padding(tokens, self._pad_id)
-        return tokens.to(self.device)  # (T, L)
+        return self._trimmed(self.tokenizer(texts)).to(self.device)  # (T, L)
+
+    def _trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return trim_padding(tokens, self._pad_id) if self._trim_padding else tokens
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # CLIP's temperature clamp: beyond 100 the logits saturate and training destabilises.
@@ -287,12 +284,6 @@ class SkinCLIPModule(L.LightningModule):
                 }
             )
         return groups
-
-
-def trims_padding(model: torch.nn.Module) -> bool:
-    """Whether the model's text tower embeds a token batch the same with its shared padding
-    columns dropped: a Hugging Face tower does (it masks padding); open_clip's own does not."""
-    return isinstance(getattr(model, "text", None), HFTextEncoder)
 
 
 def default_precision() -> str:
