@@ -271,6 +271,62 @@ def test_diagnosis_loss_weight_adds_to_the_training_loss(tiny_shards, tmp_path):
             SkinCLIPModule(**TINY, diagnosis_loss_weight=bad)
 
 
+def test_logit_adjustment_adds_the_log_batch_share_of_each_diagnosis():
+    module = SkinCLIPModule(**TINY).eval()
+    torch.manual_seed(0)
+    image_embeds = torch.nn.functional.normalize(torch.randn(4, 256), dim=-1)  # (B, D)
+    diagnoses = ["clark nevus", "clark nevus", "clark nevus", "lentigo"]
+    modalities = ["clinical"] * 4
+    scale = torch.tensor(10.0)
+    with torch.no_grad():
+        args = (module.model, module._tokenize, image_embeds, diagnoses, modalities, scale)
+        plain, adjusted = diagnosis_loss(*args), diagnosis_loss(*args, logit_adjustment=2.0)
+        texts = [diagnosis_caption(d, "clinical") for d in ("clark nevus", "lentigo")]
+        classes = module.model.encode_text(module.tokenizer(texts), normalize=True)  # (C, D)
+    logits = scale * image_embeds @ classes.T + 2.0 * torch.tensor([0.75, 0.25]).log()  # (B, C)
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0, 0, 1]))
+    assert adjusted.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert adjusted.item() != pytest.approx(plain.item(), rel=1e-2)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="diagnosis_logit_adjustment must be a finite"):
+            SkinCLIPModule(**TINY, diagnosis_logit_adjustment=bad)
+
+
+def test_diagnosis_term_at_group_level_scores_groups_not_subtypes():
+    batch = {
+        "images": torch.randn(4, 3, 32, 32),
+        "captions": ["a", "b", "c", "d"],
+        "modalities": ["dermoscopic"] * 4,
+        "diagnoses": ["melanoma (in situ)", "melanoma (more than 1.5 mm)", "blue nevus", "lentigo"],
+        "diagnosis_groups": ["melanoma", "melanoma", "nevus", "lentigo"],
+    }
+    levels = {}
+    for level in ("diagnosis", "group"):
+        torch.manual_seed(0)
+        module = SkinCLIPModule(**TINY, diagnosis_loss_weight=1.0, diagnosis_loss_level=level)
+        module.eval()
+        batch["tokens"] = module.tokenizer(batch["captions"])
+        with torch.no_grad():
+            losses = module.training_losses(batch)
+            image_embeds, _ = module(batch["images"], batch["tokens"])
+            scale = module.model.logit_scale.exp()
+            args = (module.model, module._tokenize, image_embeds)
+            by_group = diagnosis_loss(*args, batch["diagnosis_groups"], batch["modalities"], scale)
+            by_dx = diagnosis_loss(*args, batch["diagnoses"], batch["modalities"], scale)
+        levels[level] = (losses["diagnosis"].item(), by_group.item(), by_dx.item())
+    # The same weights (seeded) score 3 groups at one level and 4 diagnoses at the other.
+    assert levels["group"][0] == pytest.approx(levels["group"][1], rel=1e-5)
+    assert levels["diagnosis"][0] == pytest.approx(levels["diagnosis"][2], rel=1e-5)
+    assert levels["group"][0] != pytest.approx(levels["diagnosis"][0], rel=1e-3)
+
+    # Two subtypes of one group leave nothing to tell apart at the group level.
+    batch["diagnosis_groups"] = ["melanoma", "melanoma", "", ""]
+    with torch.no_grad():
+        assert "diagnosis" not in module.training_losses(batch)
+    with pytest.raises(ValueError, match="diagnosis_loss_level must be one of 'diagnosis'"):
+        SkinCLIPModule(**TINY, diagnosis_loss_level="subtype")
+
+
 def test_first_batches_mix_diagnoses_of_a_shard_written_in_diagnosis_order(tmp_path):
     from skinclip.data.records import ImageRecord
     from skinclip.data.shards import write_shards
@@ -319,19 +375,20 @@ def test_bad_train_splits_are_named(tiny_shards):
         ShardDataModule(str(tiny_shards), train_image_size=0)
 
 
-def test_samples_without_a_diagnosis_fall_back_to_their_label(tiny_shards):
+def test_each_sample_carries_its_diagnosis_and_group_with_fallbacks(tiny_shards):
     data = _data(tiny_shards)
     image = Image.new("RGB", (40, 32), (120, 80, 60))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG")
     sample = {"jpg": buffer.getvalue(), "txt": b"a clinical image of nevus"}
-    for meta, expected in (
-        ({"diagnosis": "blue nevus", "label": "nevus"}, "blue nevus"),
-        ({"label": "nevus"}, "nevus"),
-        ({"diagnosis": None}, ""),
+    for meta, diagnosis, group in (
+        ({"diagnosis": "blue nevus", "label": "nevus"}, "blue nevus", "blue nevus"),
+        ({"diagnosis": "blue nevus", "diagnosis_group": "nevus"}, "blue nevus", "nevus"),
+        ({"label": "nevus"}, "nevus", "nevus"),
+        ({"diagnosis": None}, "", ""),
     ):
         sample["json"] = json.dumps({"modality": "clinical", **meta}).encode()
-        assert data._to_sample(sample, eval_transform(32), train=False)[-1] == expected
+        assert data._to_sample(sample, eval_transform(32), train=False)[-2:] == (diagnosis, group)
 
 
 def test_ddp_on_two_cpu_processes_trains_and_validates_from_the_command_line(tmp_path):

@@ -29,8 +29,10 @@ class ShardDataModule(L.LightningDataModule):
     """Image-caption batches from the shards written by ``skinclip shards``.
 
     Each batch is a dict: ``images`` (B,3,H,W), ``tokens`` (B,L), ``captions``, ``labels`` (B,),
-    ``modalities`` and ``diagnoses``. ``labels`` index :data:`ATLAS_4CLASS`, or are -1 for images
-    outside those groups; ``diagnoses`` hold each sample's diagnosis (or ``label``), "" if none.
+    ``modalities``, ``diagnoses`` and ``diagnosis_groups``. ``labels`` index
+    :data:`ATLAS_4CLASS`, or are -1 for images outside those groups; ``diagnoses`` hold each
+    sample's diagnosis (or ``label``), "" if none; ``diagnosis_groups`` its coarse group
+    ("melanoma" for "melanoma (in situ)"), or the diagnosis where it has none.
 
     Args:
         shards: The folder holding ``manifest.json`` and ``<split>/shard-*.tar``.
@@ -193,7 +195,7 @@ class ShardDataModule(L.LightningDataModule):
         label = ATLAS_4CLASS.index(group) if group in ATLAS_4CLASS else -1
         # Label CSVs and folder trees name the class in ``label`` rather than ``diagnosis``.
         diagnosis = meta.get("diagnosis") or meta.get("label") or ""
-        return image, caption, label, meta.get("modality"), diagnosis
+        return image, caption, label, meta.get("modality"), diagnosis, group or diagnosis
 
     def _loader(self, split: str, train: bool) -> wds.WebLoader:
         return wds.WebLoader(
@@ -222,11 +224,12 @@ class ShardDataModule(L.LightningDataModule):
 
 
 def _collate(samples: list[tuple]) -> dict:
-    images, captions, labels, modalities, diagnoses = zip(*samples, strict=True)
+    images, captions, labels, modalities, diagnoses, groups = zip(*samples, strict=True)
     return {
         "images": torch.stack(images),  # (B, 3, H, W)
         "captions": list(captions),
         "labels": torch.tensor(labels),
         "modalities": list(modalities),
         "diagnoses": list(diagnoses),
+        "diagnosis_groups": list(groups),
     }

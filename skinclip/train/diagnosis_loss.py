@@ -26,6 +26,7 @@ def diagnosis_loss(
     diagnoses: Sequence[str],
     modalities: Sequence[str | None],
     logit_scale: torch.Tensor,
+    logit_adjustment: float = 0.0,
 ) -> torch.Tensor | None:
     """Cross-entropy of each image over the diagnoses present in its batch.
 
@@ -36,10 +37,15 @@ def diagnosis_loss(
         model: The open_clip model being trained (its text tower embeds the phrasings).
         tokenize: Maps a list of texts to a (T, L) token tensor on the model's device.
         image_embeds: (B, D) L2-normalised image embeddings.
-        diagnoses: The diagnosis of each image as written in its metadata; empty when unknown.
-            Case and spacing are ignored.
+        diagnoses: The diagnosis of each image as written in its metadata, or its diagnosis
+            group (``SkinCLIPModule``'s ``diagnosis_loss_level``); empty when unknown. Case and
+            spacing are ignored.
         modalities: The modality of each image (``None`` when unknown).
         logit_scale: The contrastive temperature's inverse (already exponentiated).
+        logit_adjustment: Add this multiple of the log of each diagnosis's share of the
+            batch to its logit during training (logit-adjusted loss, Menon et al. 2021), so
+            that the plain scores rank a rare diagnosis as the balanced error asks instead of
+            as often as it is sampled; 0 leaves the cross-entropy plain.
 
     Returns:
         The mean loss over images with a diagnosis, or ``None`` when the batch holds fewer
@@ -61,4 +67,7 @@ def diagnosis_loss(
     per_image = class_embeds[[mods.index(modalities[i]) for i in keep]]  # (N, C, D)
     logits = logit_scale * torch.einsum("nd,ncd->nc", image_embeds[keep], per_image)  # (N, C)
     targets = torch.tensor([names.index(keys[i]) for i in keep], device=logits.device)
+    if logit_adjustment:
+        share = torch.bincount(targets, minlength=len(names)).float() / len(keep)  # (C,)
+        logits = logits + logit_adjustment * share.log()
     return F.cross_entropy(logits, targets)

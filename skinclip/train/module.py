@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -25,6 +26,9 @@ from skinclip.train.padding import pad_token_id, trim_padding, trims_padding
 from skinclip.zeroshot import classify_by_modality
 
 logger = logging.getLogger(__name__)
+
+# The batch entry (see ShardDataModule) that the diagnosis term reads at each level.
+_DIAGNOSIS_BATCH_KEYS = {"diagnosis": "diagnoses", "group": "diagnosis_groups"}
 
 
 class SkinCLIPModule(L.LightningModule):
@@ -51,6 +55,13 @@ class SkinCLIPModule(L.LightningModule):
             (0, 100], instead of learning it from the model's initial value.
         diagnosis_loss_weight: Weight of the auxiliary diagnosis-caption loss added to ClipLoss
             (see ``skinclip.train.diagnosis_loss``); 0 trains with ClipLoss alone.
+        diagnosis_loss_level: What the diagnosis term tells apart: ``"diagnosis"``, each
+            diagnosis as the metadata writes it ("melanoma (in situ)", "clark nevus"), or
+            ``"group"``, its coarse group ("melanoma", "nevus"; diagnoses outside a group stay
+            themselves), so that subtypes of one group are not pushed apart.
+        diagnosis_logit_adjustment: Strength of the diagnosis term's logit adjustment (see
+            ``skinclip.train.diagnosis_loss``), which favours rare diagnoses as balanced
+            accuracy does; 0 turns it off.
     """
 
     def __init__(
@@ -71,6 +82,8 @@ class SkinCLIPModule(L.LightningModule):
         max_steps_hint: int = 0,
         fixed_logit_scale: float | None = None,
         diagnosis_loss_weight: float = 0.0,
+        diagnosis_loss_level: Literal["diagnosis", "group"] = "diagnosis",
+        diagnosis_logit_adjustment: float = 0.0,
     ):
         super().__init__()
         # Checked before the towers load, so a bad value fails at once.
@@ -78,6 +91,16 @@ class SkinCLIPModule(L.LightningModule):
             raise ValueError(
                 "model.diagnosis_loss_weight must be a finite number, 0 or more; got "
                 f"{diagnosis_loss_weight}. 0 trains with ClipLoss alone."
+            )
+        if not (math.isfinite(diagnosis_logit_adjustment) and diagnosis_logit_adjustment >= 0):
+            raise ValueError(
+                "model.diagnosis_logit_adjustment must be a finite number, 0 or more; got "
+                f"{diagnosis_logit_adjustment}. 0 turns the adjustment off."
+            )
+        if diagnosis_loss_level not in _DIAGNOSIS_BATCH_KEYS:
+            raise ValueError(
+                "model.diagnosis_loss_level must be one of "
+                f"{', '.join(map(repr, _DIAGNOSIS_BATCH_KEYS))}; got {diagnosis_loss_level!r}."
             )
         if fixed_logit_scale is not None and not 0 < fixed_logit_scale <= 100:
             raise ValueError(
@@ -144,14 +167,16 @@ class SkinCLIPModule(L.LightningModule):
         logit_scale = self.model.logit_scale.exp()
         losses = {"clip": self.loss_fn(image_embeds, text_embeds, logit_scale)}
         weight = self.hparams.diagnosis_loss_weight
-        if weight > 0 and "diagnoses" in batch:
+        key = _DIAGNOSIS_BATCH_KEYS[self.hparams.diagnosis_loss_level]
+        if weight > 0 and key in batch:
             dx_loss = diagnosis_loss(
                 self.model,
                 self._tokenize,
                 image_embeds,
-                batch["diagnoses"],
+                batch[key],
                 batch["modalities"],
                 logit_scale,
+                self.hparams.diagnosis_logit_adjustment,
             )
             if dx_loss is not None:
                 losses["diagnosis"] = dx_loss
