@@ -27,4 +27,5 @@ def test_repeat_rare_matches_fractional_factors_on_average():
 def test_group_falls_back_to_diagnosis():
     assert group_of({"diagnosis": "lentigo"}) == "lentigo"
     assert group_of({"diagnosis_group": "nevus", "diagnosis": "blue nevus"}) == "nevus"
+    assert group_of({"label": "nevus"}) == "nevus"  # label CSVs and folder trees
     assert group_of({}) == "unknown"

@@ -287,8 +287,8 @@ def test_logit_adjustment_adds_the_log_batch_share_of_each_diagnosis():
     expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0, 0, 1]))
     assert adjusted.item() == pytest.approx(expected.item(), rel=1e-4)
     assert adjusted.item() != pytest.approx(plain.item(), rel=1e-2)
-    for bad in (-1.0, float("nan")):
-        with pytest.raises(ValueError, match="diagnosis_logit_adjustment must be a finite"):
+    for bad in (-1.0, float("nan"), float("inf"), 1e39, True, "1.0", None):
+        with pytest.raises(ValueError, match="diagnosis_logit_adjustment must be a number from 0"):
             SkinCLIPModule(**TINY, diagnosis_logit_adjustment=bad)
 
 
@@ -323,8 +323,13 @@ def test_diagnosis_term_at_group_level_scores_groups_not_subtypes():
     batch["diagnosis_groups"] = ["melanoma", "melanoma", "", ""]
     with torch.no_grad():
         assert "diagnosis" not in module.training_losses(batch)
-    with pytest.raises(ValueError, match="diagnosis_loss_level must be one of 'diagnosis'"):
-        SkinCLIPModule(**TINY, diagnosis_loss_level="subtype")
+    # A loader of its own, without groups: the diagnoses stand in for them.
+    del batch["diagnosis_groups"]
+    with torch.no_grad():
+        assert module.training_losses(batch)["diagnosis"].item() == pytest.approx(by_dx.item())
+    for bad in ("subtype", ["group"], None):
+        with pytest.raises(ValueError, match="diagnosis_loss_level must be one of 'diagnosis'"):
+            SkinCLIPModule(**TINY, diagnosis_loss_level=bad)
 
 
 def test_first_batches_mix_diagnoses_of_a_shard_written_in_diagnosis_order(tmp_path):

@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 def group_of(meta: dict) -> str:
-    """The balancing group: the coarse diagnosis group if known, else the diagnosis."""
-    return str(meta.get("diagnosis_group") or meta.get("diagnosis") or "unknown")
+    """The balancing group: the coarse diagnosis group if known, else the diagnosis, else the
+    class ``label`` of label CSVs and folder trees."""
+    group = meta.get("diagnosis_group") or meta.get("diagnosis") or meta.get("label")
+    return str(group or "unknown")
 
 
 def count_groups(urls: list[str]) -> Counter:

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 # The batch entry (see ShardDataModule) that the diagnosis term reads at each level.
 _DIAGNOSIS_BATCH_KEYS = {"diagnosis": "diagnoses", "group": "diagnosis_groups"}
+# Beyond a few units the adjustment swamps the image-text scores (a batch share of 1/32 moves a
+# logit by 3.5 per unit); far beyond, the logits overflow float32.
+MAX_LOGIT_ADJUSTMENT = 10.0
 
 
 class SkinCLIPModule(L.LightningModule):
@@ -92,12 +95,20 @@ class SkinCLIPModule(L.LightningModule):
                 "model.diagnosis_loss_weight must be a finite number, 0 or more; got "
                 f"{diagnosis_loss_weight}. 0 trains with ClipLoss alone."
             )
-        if not (math.isfinite(diagnosis_logit_adjustment) and diagnosis_logit_adjustment >= 0):
+        adjustment = diagnosis_logit_adjustment
+        if not (
+            isinstance(adjustment, int | float)
+            and not isinstance(adjustment, bool)
+            and 0 <= adjustment <= MAX_LOGIT_ADJUSTMENT
+        ):
             raise ValueError(
-                "model.diagnosis_logit_adjustment must be a finite number, 0 or more; got "
-                f"{diagnosis_logit_adjustment}. 0 turns the adjustment off."
+                "model.diagnosis_logit_adjustment must be a number from 0 to "
+                f"{MAX_LOGIT_ADJUSTMENT}; got {adjustment!r}. 1 is the usual strength, 0 turns "
+                "the adjustment off."
             )
-        if diagnosis_loss_level not in _DIAGNOSIS_BATCH_KEYS:
+        if not isinstance(diagnosis_loss_level, str) or (
+            diagnosis_loss_level not in _DIAGNOSIS_BATCH_KEYS
+        ):
             raise ValueError(
                 "model.diagnosis_loss_level must be one of "
                 f"{', '.join(map(repr, _DIAGNOSIS_BATCH_KEYS))}; got {diagnosis_loss_level!r}."
@@ -126,6 +137,7 @@ class SkinCLIPModule(L.LightningModule):
         self._pad_id = pad_token_id(self.tokenizer)
         self._trim_padding = trims_padding(self.model)
         self._warned_no_diagnoses = False
+        self._warned_no_groups = False
         self._val_outputs: list[dict] = []
 
     def set_training_modes(self) -> None:
@@ -167,7 +179,7 @@ class SkinCLIPModule(L.LightningModule):
         logit_scale = self.model.logit_scale.exp()
         losses = {"clip": self.loss_fn(image_embeds, text_embeds, logit_scale)}
         weight = self.hparams.diagnosis_loss_weight
-        key = _DIAGNOSIS_BATCH_KEYS[self.hparams.diagnosis_loss_level]
+        key = self._diagnosis_key(batch)
         if weight > 0 and key in batch:
             dx_loss = diagnosis_loss(
                 self.model,
@@ -183,12 +195,27 @@ class SkinCLIPModule(L.LightningModule):
             elif not self._warned_no_diagnoses:
                 self._warned_no_diagnoses = True
                 logger.warning(
-                    "A training batch holds fewer than two distinct diagnoses, so it trains on "
+                    "A training batch holds fewer than two distinct %s, so it trains on "
                     "ClipLoss alone; shards without a 'diagnosis' or 'label' field never use "
-                    "model.diagnosis_loss_weight."
+                    "model.diagnosis_loss_weight.",
+                    "diagnosis groups" if key == "diagnosis_groups" else "diagnoses",
                 )
         losses["loss"] = losses["clip"] + weight * losses.get("diagnosis", 0.0)
         return losses
+
+    def _diagnosis_key(self, batch: dict) -> str:
+        """The batch entry the diagnosis term reads: the groups at ``group`` level, unless the
+        loader gives none (a loader of its own), when the diagnoses stand in, said once."""
+        key = _DIAGNOSIS_BATCH_KEYS[self.hparams.diagnosis_loss_level]
+        if key == "diagnosis_groups" and key not in batch and "diagnoses" in batch:
+            if not self._warned_no_groups:
+                self._warned_no_groups = True
+                logger.warning(
+                    "Training batches carry no 'diagnosis_groups' (ShardDataModule adds them), "
+                    "so the diagnosis term scores their 'diagnoses' as groups."
+                )
+            return "diagnoses"
+        return key
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.training_losses(batch)
