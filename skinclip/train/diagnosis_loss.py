@@ -4,9 +4,10 @@ ClipLoss asks each image to pick out its own full caption among the batch's capt
 rewards telling apart site, sex and dermoscopic findings as much as diagnoses. Zero-shot
 classification instead compares an image with short diagnosis-only prompts. This loss scores
 each image against the diagnosis-only phrasing (:func:`diagnosis_caption`) of every diagnosis
-in its batch and applies cross-entropy with its own diagnosis, so the text tower's embedding
-of a bare diagnosis lands near the images of that diagnosis. The phrasing is one of the
-training captions, not one of the zero-shot templates: evaluation prompts stay unseen.
+(or diagnosis group) in its batch and applies cross-entropy with its own, so the text tower's
+embedding of a bare diagnosis lands near the images of that diagnosis. The phrasing is that of
+the atlas captions ("Clark nevus, dermoscopic image."; for a group, "Nevus, dermoscopic
+image."), not one of the zero-shot templates: evaluation prompts stay unseen.
 """
 
 from __future__ import annotations
