@@ -179,8 +179,8 @@ class SkinCLIPModule(L.LightningModule):
         logit_scale = self.model.logit_scale.exp()
         losses = {"clip": self.loss_fn(image_embeds, text_embeds, logit_scale)}
         weight = self.hparams.diagnosis_loss_weight
-        key = self._diagnosis_key(batch)
-        if weight > 0 and key in batch:
+        key = self._diagnosis_key(batch) if weight > 0 else ""
+        if key in batch:
             dx_loss = diagnosis_loss(
                 self.model,
                 self._tokenize,
