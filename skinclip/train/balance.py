@@ -22,11 +22,15 @@ from skinclip.data.shards import every_shard
 logger = logging.getLogger(__name__)
 
 
+def diagnosis_group_of(meta: dict) -> str:
+    """The coarse diagnosis group if known, else the diagnosis, else the class ``label`` of
+    label CSVs and folder trees; "" when the sample names none."""
+    return str(meta.get("diagnosis_group") or meta.get("diagnosis") or meta.get("label") or "")
+
+
 def group_of(meta: dict) -> str:
-    """The balancing group: the coarse diagnosis group if known, else the diagnosis, else the
-    class ``label`` of label CSVs and folder trees."""
-    group = meta.get("diagnosis_group") or meta.get("diagnosis") or meta.get("label")
-    return str(group or "unknown")
+    """The balancing group (:func:`diagnosis_group_of`); samples naming none share one."""
+    return diagnosis_group_of(meta) or "unknown"
 
 
 def count_groups(urls: list[str]) -> Counter:

@@ -195,7 +195,14 @@ class ShardDataModule(L.LightningDataModule):
         label = ATLAS_4CLASS.index(group) if group in ATLAS_4CLASS else -1
         # Label CSVs and folder trees name the class in ``label`` rather than ``diagnosis``.
         diagnosis = meta.get("diagnosis") or meta.get("label") or ""
-        return image, caption, label, meta.get("modality"), diagnosis, group or diagnosis
+        return (
+            image,
+            caption,
+            label,
+            meta.get("modality"),
+            diagnosis,
+            balance.diagnosis_group_of(meta),
+        )
 
     def _loader(self, split: str, train: bool) -> wds.WebLoader:
         return wds.WebLoader(
