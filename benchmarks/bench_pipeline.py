@@ -8,6 +8,8 @@ Measures, on the derm7pt atlas found through --data or SKINCLIP_DATA:
    optimisation step of the default model on batches already in memory. A ratio above 1 means
    the loader keeps up and training is compute-bound.
 3. End-to-end training samples/s at the default config (loader and steps together).
+4. On CPUs with native bfloat16: the training step in float32 (what ``skinclip train`` uses on
+   CPUs) against the same step under bf16 autocast.
 
 Run: python benchmarks/bench_pipeline.py --data ../shared/data [--batch-size 64]
 """
@@ -31,7 +33,7 @@ from skinclip.data.atlas import read_atlas
 from skinclip.data.shards import write_shards
 from skinclip.quickstart import default_config, find_atlas
 from skinclip.train.datamodule import ShardDataModule
-from skinclip.train.module import SkinCLIPModule, default_precision
+from skinclip.train.module import SkinCLIPModule, cpu_has_native_bf16
 
 logger = logging.getLogger("bench_pipeline")
 
@@ -75,9 +77,8 @@ def bench_loader(data: ShardDataModule, batches: int) -> float:
     return _rate(seen, start, i, batches)
 
 
-def train_step(module: SkinCLIPModule, optimizer, batch: dict) -> None:
-    """One optimisation step under the precision the default config trains with."""
-    bf16 = default_precision() == "bf16-mixed"
+def train_step(module: SkinCLIPModule, optimizer, batch: dict, bf16: bool = False) -> None:
+    """One optimisation step; float32, as ``skinclip train`` runs on CPUs, unless ``bf16``."""
     optimizer.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss = module.training_losses(batch)["loss"]
@@ -85,12 +86,12 @@ def train_step(module: SkinCLIPModule, optimizer, batch: dict) -> None:
     optimizer.step()
 
 
-def bench_steps(module: SkinCLIPModule, batch: dict, steps: int) -> float:
+def bench_steps(module: SkinCLIPModule, batch: dict, steps: int, bf16: bool = False) -> float:
     optimizer = torch.optim.AdamW(module._param_groups(), lr=1e-4)
     module.set_training_modes()
 
     def step() -> None:
-        train_step(module, optimizer, batch)
+        train_step(module, optimizer, batch, bf16)
 
     step()  # warm-up
     start = time.perf_counter()
@@ -165,6 +166,12 @@ def main() -> None:
         if e2e > 1.05 * step_rate:
             # End to end includes the step itself, so it cannot truly be faster.
             logging.warning("Timings disturbed by other load; rerun with more --batches.")
+        if cpu_has_native_bf16():
+            bf16_rate = bench_steps(module, batch, args.batches, bf16=True)
+            print(
+                f"training step float32 {step_rate:.1f} samples/s vs bf16 autocast "
+                f"{bf16_rate:.1f} samples/s: float32/bf16 ratio {step_rate / bf16_rate:.2f}x"
+            )
 
 
 if __name__ == "__main__":

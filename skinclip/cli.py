@@ -340,7 +340,7 @@ def cmd_retrieval_report(args: argparse.Namespace) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
-    from skinclip.quickstart import QuickstartOptions, run_quickstart
+    from skinclip.quickstart import QuickstartOptions, run_quickstart, summary
 
     options = QuickstartOptions(
         data=Path(args.data) if args.data else None,
@@ -352,7 +352,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
         config=Path(args.config) if args.config else None,
     )
     metrics = run_quickstart(options)
-    print(json.dumps(metrics, indent=2))
+    print(summary(metrics, options.out))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import yaml
@@ -235,6 +234,13 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     from skinclip.retrieval import build_case_index
 
     atlas = find_atlas(options.data)
+    if options.max_cases is not None:
+        logger.warning(
+            "--max-cases %d: a trial of the pipeline on a few cases. Its metrics come from a "
+            "handful of test images and say nothing about the model; leave the option out for "
+            "the real run.",
+            options.max_cases,
+        )
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -276,25 +282,32 @@ def run_quickstart(options: QuickstartOptions) -> dict:
         "test": results,
         "examples": _examples(index, encoded),
         "timings": {k: round(v, 1) for k, v in timings.items()},
+        "max_cases": options.max_cases,
     }
     write_json_atomic(out / "metrics.json", metrics)
-    _log_summary(metrics)
     return metrics
 
 
-def _log_summary(metrics: dict) -> None:
+def summary(metrics: dict, out: Path) -> str:
+    """What quickstart prints at the end: the test-split figures of both models, the example
+    retrievals, and where everything was saved."""
+    lines = [f"Test split ({metrics['test']['trained']['images']} images):"]
+    lines.append(f"  {'model':<10} {'zero-shot bal. acc':>18} {'text->image R@10':>16}")
     for name in ("untrained", "trained"):
         row = metrics["test"][name]
-        logger.info(
-            "%s: zero-shot 4-class balanced acc %.3f, text->image R@10 %.3f (%d test images)",
-            name,
-            row["zeroshot_balanced_acc"],
-            row["text_to_image_R@10"],
-            row["images"],
+        lines.append(
+            f"  {name:<10} {row['zeroshot_balanced_acc']:>18.3f} {row['text_to_image_R@10']:>16.3f}"
         )
-    for example in islice(metrics["examples"], 3):
-        logger.info("Query %s (%s):", example["query"], example["query_diagnosis"])
-        for hit in example["hits"]:
-            logger.info(
-                "  %.3f %s %s [%s]", hit["score"], hit["case_id"], hit["diagnosis"], hit["modality"]
-            )
+    for example in metrics["examples"]:
+        lines.append(f"Query {example['query']} ({example['query_diagnosis']}):")
+        lines += [
+            f"  {hit['score']:.3f} {hit['case_id']} {hit['diagnosis']} [{hit['modality']}]"
+            for hit in example["hits"]
+        ]
+    if metrics.get("max_cases") is not None:
+        lines.append(f"A trial on {metrics['max_cases']} cases: these figures mean nothing.")
+    lines.append(
+        f"All metrics: {out / 'metrics.json'}; model: {out / 'train' / 'export'}; case index: "
+        f"{out / 'index'}."
+    )
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from index import CaseIndex
-from skinclip.quickstart import QuickstartOptions, find_atlas, run_quickstart
+from skinclip.quickstart import QuickstartOptions, find_atlas, run_quickstart, summary
 
 
 def test_quickstart_on_atlas_slice(data_root, tmp_path):
@@ -17,6 +17,17 @@ def test_quickstart_on_atlas_slice(data_root, tmp_path):
 
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test"] == json.loads(json.dumps(metrics["test"]))
+    # The printed summary carries the saved figures, says a trial's mean nothing, and ends with
+    # where everything went.
+    printed = summary(metrics, out)
+    trained = saved["test"]["trained"]
+    row = next(line.split() for line in printed.splitlines() if line.startswith("  trained"))
+    assert row[1:] == [
+        f"{trained['zeroshot_balanced_acc']:.3f}",
+        f"{trained['text_to_image_R@10']:.3f}",
+    ]
+    assert "A trial on 36 cases: these figures mean nothing." in printed
+    assert printed.splitlines()[-1].startswith(f"All metrics: {out / 'metrics.json'}")
     counts = saved["shards"]["counts"]["split"]
     # 36 cases with two images each but the few without a clinical photo.
     assert 60 <= sum(counts.values()) <= 72

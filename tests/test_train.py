@@ -3,8 +3,10 @@
 import csv
 import io
 import json
+import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,7 +137,9 @@ def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(
     common += ["--data.train_image_size", "32"]
     common += ["--model.pretrained_towers", "false", "--trainer.limit_val_batches", "0"]
     common += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
-    run_training(["fit", *common, "--trainer.max_steps", "2"])
+    cli = run_training(["fit", *common, "--trainer.max_steps", "2"])
+    if not torch.cuda.is_available():  # float32 on CPUs: see default_precision
+        assert str(cli.trainer.precision) == "32-true"
     assert (root / "checkpoints" / "last.ckpt").is_file()
     assert (root / "export" / "open_clip_config.json").is_file()
     assert (root / "export" / "open_clip_model.safetensors").is_file()
@@ -157,6 +161,22 @@ def test_lightning_cli_with_yaml_config_trains_exports_and_resumes(
         with pytest.raises(ValueError, match=r"a run on the train split\(s\), but this run "):
             run_training(["fit", *common, "--config", final_fit, "--ckpt_path", resume])
     assert torch.load(last, weights_only=False)["global_step"] == 3
+
+    # Nor may a run continue under another recipe: Lightning would take the new settings.
+    changed = ["--model.diagnosis_loss_level", "diagnosis", "--data.balance_power", "1.0"]
+    expected = r"model.diagnosis_loss_level: 'group' -> 'diagnosis'.*data.balance_power: 0.5 -> 1"
+    with pytest.raises(ValueError, match=expected):
+        run_training(["fit", *common, *changed, "--ckpt_path", "last"])
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    # Where the shards are read from and by how many workers is not part of the recipe.
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_shards, moved)
+    args = [*common, "--data.shards", str(moved), "--trainer.max_steps", "4"]
+    run_training(["fit", *args, "--ckpt_path", "last"])
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    # Lightning's own console is dropped once the root logger has one (pytest's), so that
+    # its messages are not printed twice.
+    assert not logging.getLogger("lightning").handlers
 
     # Fine-tuning records where it started as an absolute path, traceable from anywhere.
     monkeypatch.chdir(root)
@@ -431,3 +451,15 @@ def test_ddp_on_two_cpu_processes_trains_and_validates_from_the_command_line(tmp
     rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
     assert [r for r in rows if r.get("val/zeroshot_balanced_acc")]
     assert [r for r in rows if r.get("val/text_to_image_R@10")]
+
+
+def test_cpu_training_precision_follows_the_model(monkeypatch):
+    from skinclip.train import module
+
+    monkeypatch.setattr(module.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
+    assert module.default_precision() == "bf16-mixed"
+    # SkinCLIP's convolutional tower trains faster in float32 even where bf16 is native.
+    assert module.default_precision(cpu_bf16=False) == "32-true"
+    monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: False)
+    assert module.default_precision() == "32-true"  # emulated bf16 is slower still

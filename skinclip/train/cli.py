@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -100,11 +101,63 @@ def _refuse_resume_on_other_splits(path: Path, train_splits: tuple[str, ...]) ->
         )
 
 
+# Where the run reads and how many processes load it: moving the shards or changing the loader
+# count changes nothing the run learns, so a resumed run may differ in these.
+_RESUMABLE_DATA_CHANGES = frozenset({"shards", "num_workers"})
+
+
+def _changed_settings(saved, current, ignore: frozenset = frozenset()) -> list[str]:
+    """``name: before -> now`` for each hyperparameter that differs; lists and tuples alike."""
+
+    def plain(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    saved, current = dict(saved or {}), dict(current or {})
+    return [
+        f"{name}: {saved.get(name)!r} -> {current.get(name)!r}"
+        for name in sorted((saved.keys() | current.keys()) - ignore)
+        if plain(saved.get(name)) != plain(current.get(name))
+    ]
+
+
+def _refuse_resume_with_other_settings(path: Path, model, datamodule) -> None:
+    """Refuse to continue a run whose model or data settings have changed since it started.
+
+    Lightning resumes with whatever settings it is given, so a run started with one diagnosis
+    term, learning rate or crop size and resumed with another would finish as a model of
+    neither recipe, with nothing in its checkpoint to say so.
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    changed = [
+        f"model.{c}" for c in _changed_settings(saved.get("hyper_parameters"), model.hparams)
+    ]
+    changed += [
+        f"data.{c}"
+        for c in _changed_settings(
+            saved.get("datamodule_hyper_parameters"), datamodule.hparams, _RESUMABLE_DATA_CHANGES
+        )
+    ]
+    if changed:
+        raise ValueError(
+            f"{path} was trained with other settings than this run ({'; '.join(changed)}). "
+            "Resuming would mix two recipes. Pass the same config files and options as that "
+            "run to resume it, or start afresh in another --trainer.default_root_dir."
+        )
+
+
 class ResumableCLI(LightningCLI):
     """LightningCLI where ``--ckpt_path last`` resumes from
     ``<default_root_dir>/checkpoints/last.ckpt`` (and starts afresh, saying so, without one),
     and a fresh run refuses a folder that holds an earlier run's ``last.ckpt``.
     """
+
+    def __init__(self, *args, **kwargs):
+        # The lightning package gives its logger a console of its own on import and also
+        # passes every record on to the root logger, so once our command lines have set up
+        # the root logger each Lightning message would be printed twice.
+        if logging.getLogger().handlers:
+            logging.getLogger("lightning").handlers.clear()
+        super().__init__(*args, **kwargs)
 
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
@@ -121,8 +174,10 @@ class ResumableCLI(LightningCLI):
             config["ckpt_path"] = str(path) if path else None
         resumed = config.get("ckpt_path")
         # SkinVL's data module has no train_splits; other ckpt_path values name no file.
-        if resumed and Path(resumed).is_file() and hasattr(self.datamodule, "train_splits"):
-            _refuse_resume_on_other_splits(Path(resumed), tuple(self.datamodule.train_splits))
+        if resumed and Path(resumed).is_file():
+            if hasattr(self.datamodule, "train_splits"):
+                _refuse_resume_on_other_splits(Path(resumed), tuple(self.datamodule.train_splits))
+            _refuse_resume_with_other_settings(Path(resumed), self.model, self.datamodule)
 
 
 class SkinCLIPCLI(ResumableCLI):
@@ -147,7 +202,7 @@ def run_training(args: list[str] | None = None) -> SkinCLIPCLI:
     # SkinCLIPModule.set_training_modes); Lightning's warning about it would only alarm users.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     trainer_defaults = {
-        "precision": default_precision(),
+        "precision": default_precision(cpu_bf16=False),
         "callbacks": [
             RootCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=10),
             ExportOpenCLIP(),

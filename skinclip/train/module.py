@@ -195,9 +195,9 @@ class SkinCLIPModule(L.LightningModule):
             elif not self._warned_no_diagnoses:
                 self._warned_no_diagnoses = True
                 logger.warning(
-                    "A training batch holds fewer than two distinct %s, so it trains on "
-                    "ClipLoss alone; shards without a 'diagnosis' or 'label' field never use "
-                    "model.diagnosis_loss_weight.",
+                    "A training batch holds fewer than two distinct %s (all its images share "
+                    "one, or the shards give none), so that step trains on ClipLoss alone. "
+                    "Said once; small batches of a few diagnoses do this now and then.",
                     "diagnosis groups" if key == "diagnosis_groups" else "diagnoses",
                 )
         losses["loss"] = losses["clip"] + weight * losses.get("diagnosis", 0.0)
@@ -338,20 +338,24 @@ class SkinCLIPModule(L.LightningModule):
         return groups
 
 
-def default_precision() -> str:
-    """Mixed precision wherever the hardware has it.
+def default_precision(cpu_bf16: bool = True) -> str:
+    """Mixed precision on GPUs; on CPUs, bf16 autocast only when ``cpu_bf16`` and the CPU has
+    native bfloat16 (AVX512-BF16 or AMX), since elsewhere bf16 is emulated and slower.
 
-    On CPUs with native bfloat16 (AVX512-BF16 or AMX), oneDNN runs the convolutions about 1.5x
-    faster in bf16; on other CPUs bf16 is emulated and slower than float32.
+    Args:
+        cpu_bf16: False for models that train faster in float32 on such CPUs too. SkinCLIP's
+            training passes False: the backward passes of the EfficientNet tower's depthwise
+            convolutions, batch norms and ReLU6 run slower under bf16 autocast than in float32
+            (``benchmarks/bench_pipeline.py`` times both). SkinVL's training keeps bf16.
     """
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if torch.backends.mkldnn.is_available() and _cpu_has_native_bf16():
+    if cpu_bf16 and torch.backends.mkldnn.is_available() and cpu_has_native_bf16():
         return "bf16-mixed"
     return "32-true"
 
 
-def _cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
     # torch's own check also accepts plain AVX-512, where bf16 is emulated and slower.
     try:
         flags = Path("/proc/cpuinfo").read_text()
