@@ -463,3 +463,12 @@ def test_cpu_training_precision_follows_the_model(monkeypatch):
     assert module.default_precision(cpu_bf16=False) == "32-true"
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: False)
     assert module.default_precision() == "32-true"  # emulated bf16 is slower still
+
+
+def test_resume_compares_only_settings_both_runs_know():
+    from skinclip.train.cli import _changed_settings
+
+    # YAML gives lists where the first run saved tuples; a setting added since is not compared.
+    assert _changed_settings({"a": (1, 2), "b": 1}, {"a": [1, 2], "b": 1, "new": 3}) == []
+    assert _changed_settings({"a": 1, "gone": 2}, {"a": 2}) == ["a: 1 -> 2"]
+    assert _changed_settings({"shards": "x"}, {"shards": "y"}, frozenset({"shards"})) == []

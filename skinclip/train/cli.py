@@ -107,16 +107,20 @@ _RESUMABLE_DATA_CHANGES = frozenset({"shards", "num_workers"})
 
 
 def _changed_settings(saved, current, ignore: frozenset = frozenset()) -> list[str]:
-    """``name: before -> now`` for each hyperparameter that differs; lists and tuples alike."""
+    """``name: before -> now`` for each hyperparameter that differs; lists and tuples alike.
+
+    Only names both sides know are compared, so that a checkpoint written before a setting
+    existed can still be resumed.
+    """
 
     def plain(value):
         return list(value) if isinstance(value, (list, tuple)) else value
 
     saved, current = dict(saved or {}), dict(current or {})
     return [
-        f"{name}: {saved.get(name)!r} -> {current.get(name)!r}"
-        for name in sorted((saved.keys() | current.keys()) - ignore)
-        if plain(saved.get(name)) != plain(current.get(name))
+        f"{name}: {saved[name]!r} -> {current[name]!r}"
+        for name in sorted((saved.keys() & current.keys()) - ignore)
+        if plain(saved[name]) != plain(current[name])
     ]
 
 
