@@ -472,3 +472,12 @@ def test_resume_compares_only_settings_both_runs_know():
     assert _changed_settings({"a": (1, 2), "b": 1}, {"a": [1, 2], "b": 1, "new": 3}) == []
     assert _changed_settings({"a": 1, "gone": 2}, {"a": 2}) == ["a: 1 -> 2"]
     assert _changed_settings({"shards": "x"}, {"shards": "y"}, frozenset({"shards"})) == []
+
+
+def test_resume_check_names_a_damaged_checkpoint(tmp_path):
+    from skinclip.train.cli import _refuse_resume_with_other_settings
+
+    damaged = tmp_path / "last.ckpt"
+    damaged.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ValueError, match=r"last.ckpt is not a readable checkpoint.*copy it again"):
+        _refuse_resume_with_other_settings(damaged, None, None)

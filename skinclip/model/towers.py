@@ -307,7 +307,7 @@ def checkpoint_hparams(ckpt_path: str) -> dict:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
-    return dict(_load_checkpoint(path).get("hyper_parameters", {}))
+    return dict(read_checkpoint(path).get("hyper_parameters", {}))
 
 
 def trained_splits(ckpt_path: str | None, own_only: bool = False) -> tuple[str, ...]:
@@ -324,7 +324,7 @@ def trained_splits(ckpt_path: str | None, own_only: bool = False) -> tuple[str, 
         if ckpt_path in chain:  # a checkpoint cannot start from itself; stop rather than loop
             break
         chain.append(ckpt_path)
-        ckpt = _load_checkpoint(Path(ckpt_path))
+        ckpt = read_checkpoint(Path(ckpt_path))
         data = ckpt.get("datamodule_hyper_parameters") or {}
         # Checkpoints from before train_splits existed trained on the train split alone.
         splits = data.get("train_splits", ("train",)) if isinstance(data, dict) else ()
@@ -342,7 +342,8 @@ def trained_splits(ckpt_path: str | None, own_only: bool = False) -> tuple[str, 
     return tuple(seen)
 
 
-def _load_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint's contents; a file that is not one is a ValueError naming it."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
@@ -365,7 +366,7 @@ def load_lightning_weights(model: torch.nn.Module, ckpt_path: str, model_name: s
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
-    ckpt = _load_checkpoint(path)
+    ckpt = read_checkpoint(path)
     trained_name = ckpt.get("hyper_parameters", {}).get("model_name")
     if trained_name and trained_name != model_name:
         raise ValueError(

@@ -7,11 +7,15 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from skinclip.model.towers import SkinCLIPBundle, export_open_clip, trained_splits
+from skinclip.model.towers import (
+    SkinCLIPBundle,
+    export_open_clip,
+    read_checkpoint,
+    trained_splits,
+)
 from skinclip.train.datamodule import ShardDataModule
 from skinclip.train.module import SkinCLIPModule, default_precision
 
@@ -131,7 +135,7 @@ def _refuse_resume_with_other_settings(path: Path, model, datamodule) -> None:
     term, learning rate or crop size and resumed with another would finish as a model of
     neither recipe, with nothing in its checkpoint to say so.
     """
-    saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    saved = read_checkpoint(path)
     changed = [
         f"model.{c}" for c in _changed_settings(saved.get("hyper_parameters"), model.hparams)
     ]
