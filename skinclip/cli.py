@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from skinclip.cli_common import (
-    LOG_FORMAT,
     StrictParser,
     configure_logging,
     exit_code,
@@ -604,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+        # Lightning's progress at INFO as well; open_clip's loading chatter only with -v.
+        configure_logging(("skinclip", "index", "lightning"))
         return exit_code(logger, cmd_train, argparse.Namespace(), argv[1:])
     if (
         argv[:1] == ["index"]

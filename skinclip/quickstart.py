@@ -307,7 +307,7 @@ def summary(metrics: dict, out: Path) -> str:
     if metrics.get("max_cases") is not None:
         lines.append(f"A trial on {metrics['max_cases']} cases: these figures mean nothing.")
     lines.append(
-        f"All metrics: {out / 'metrics.json'}; model: {out / 'train' / 'export'}; case index: "
-        f"{out / 'index'}."
+        f"All metrics: {out / 'metrics.json'}; checkpoint (--checkpoint): {metrics['checkpoint']}"
+        f"; open_clip export: {out / 'train' / 'export'}; case index: {out / 'index'}."
     )
     return "\n".join(lines)

@@ -100,6 +100,7 @@ def test_report_on_atlas_shards_and_split_misuse(tiny_shards, tmp_path, caplog):
     args = ["evaluate", str(tiny_shards), "--out", str(out), "--resamples", "0", *FAST]
     assert main([*args, "--no-calibration", "--probe-train", "", "--no-concepts"]) == 0
     assert not (out / "confusion_probe.png").exists()
+    assert "No linear probe: no training split was given" in (out / "report.md").read_text()
     assert not (out / "temperature.json").exists()
     assert (out / "confusion_zeroshot.png").exists()
     with caplog.at_level(logging.ERROR):
@@ -337,5 +338,5 @@ def test_evaluate_notes_splits_the_model_trained_on(tiny_shards, tmp_path, monke
     assert not temperature_beside(str(final_fit), "atlas4").exists()  # zeroshot must not use it
 
     assert main([*args[:-1], str(older)]) == 0
-    assert "**Note:**" not in (out / "report.md").read_text()
+    assert "split, so" not in (out / "report.md").read_text()  # no trained-on-split note
     assert temperature_beside(str(older), "atlas4").exists()

@@ -28,6 +28,7 @@ def test_quickstart_on_atlas_slice(data_root, tmp_path):
     ]
     assert "A trial on 36 cases: these figures mean nothing." in printed
     assert printed.splitlines()[-1].startswith(f"All metrics: {out / 'metrics.json'}")
+    assert f"checkpoint (--checkpoint): {saved['checkpoint']};" in printed
     counts = saved["shards"]["counts"]["split"]
     # 36 cases with two images each but the few without a clinical photo.
     assert 60 <= sum(counts.values()) <= 72

@@ -185,8 +185,11 @@ def evaluate_benchmark(
         subgroups=opts.subgroups,
         resamples=opts.resamples,
     )
-    if opts.notes:
-        report["notes"] = list(opts.notes)
+    notes = list(opts.notes)
+    if train is None:
+        notes.append("No linear probe: no training split was given (--probe-train).")
+    if notes:
+        report["notes"] = notes
     write_report(report, opts.out)
     if temperature is not None and given is None:
         temperature.save(Path(opts.out) / "temperature.json")
