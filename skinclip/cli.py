@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # LightningCLI parses its own arguments, so `train` hands everything after it over.
     if argv[:1] == ["train"]:
-        # Lightning's progress at INFO as well; open_clip's loading chatter only with -v.
+        # Lightning's progress at INFO as well; open_clip's loading chatter stays hidden.
         configure_logging(("skinclip", "index", "lightning"))
         return exit_code(logger, cmd_train, argparse.Namespace(), argv[1:])
     if (
