@@ -26,6 +26,10 @@ def retrieval_recall(
         )
     n = image_embeds.shape[0]
     scores = image_embeds.float() @ text_embeds.float().T  # (N images, N texts)
+    # torchmetrics counts an item as retrieved only if its score is above 0, but cosine
+    # similarities are often negative (an untrained model's matching pairs mostly are). One
+    # shift of every score keeps each query's ranking and makes them all positive.
+    scores = scores - scores.min() + 1.0
     target = torch.eye(n, dtype=torch.bool)
     query_ids = torch.arange(n).unsqueeze(1).expand(n, n)  # (N, N): row = query
     results = {}

@@ -111,14 +111,18 @@ def _check_splits(manifest: dict, options: QuickstartOptions) -> None:
         )
 
 
-def _check_same_run(train_dir: Path, settings: dict) -> None:
-    """Refuse to resume a checkpoint that was trained with other settings or other shards."""
+def _check_same_run(train_dir: Path, settings: dict, record_it: bool = True) -> None:
+    """Refuse to resume a checkpoint that was trained with other settings or other shards.
+
+    With ``record_it`` False only the settings given are compared and nothing is written: the
+    check quickstart makes before it rewrites the shards of a run it may then refuse.
+    """
     from skinclip.train.cli import last_checkpoint
 
     record = train_dir / "quickstart_run.json"
     if last_checkpoint(train_dir) and record.is_file():
         previous = json.loads(record.read_text())
-        keys = settings.keys() | previous.keys()
+        keys = settings.keys() | (previous.keys() if record_it else set())
         changed = sorted(k for k in keys if settings.get(k) != previous.get(k))
         if changed:
             raise ValueError(
@@ -126,8 +130,9 @@ def _check_same_run(train_dir: Path, settings: dict) -> None:
                 "it would report a model trained on something else. Pass another --out, or "
                 f"delete {train_dir} to start over."
             )
-    train_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(record, settings)
+    if record_it:
+        train_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, settings)
 
 
 def _refuse_training_on_test(configs: list[Path], parsed: list[dict]) -> None:
@@ -151,19 +156,25 @@ def _refuse_training_on_test(configs: list[Path], parsed: list[dict]) -> None:
         )
 
 
-def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: dict) -> Path:
-    from skinclip.train.cli import last_checkpoint, run_training
-
+def _run_settings(options: QuickstartOptions) -> dict:
+    """What makes two quickstart runs the same run, the shards aside; refuses test training."""
     configs = training_configs(options.config)
     parsed = [yaml.safe_load(config.read_text()) or {} for config in configs]
     _refuse_training_on_test(configs, parsed)
-    settings = {
+    return {
         # Parsed, so that an edited comment does not count as another run.
         "config": parsed,
         "epochs": options.epochs,
         "image_size": options.image_size,
-        "shard_counts": manifest["counts"],
+        "max_cases": options.max_cases,
     }
+
+
+def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: dict) -> Path:
+    from skinclip.train.cli import last_checkpoint, run_training
+
+    configs = training_configs(options.config)
+    settings = {**_run_settings(options), "shard_counts": manifest["counts"]}
     _check_same_run(train_dir, settings)
 
     args = ["fit"]
@@ -245,6 +256,8 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
+    # Before the shards are rewritten: a refused rerun must leave the earlier run as it was.
+    _check_same_run(out / "train", _run_settings(options), record_it=False)
     start = time.perf_counter()
     records = _sample_cases(read_atlas(atlas), options.max_cases)
     shards = out / "shards"

@@ -20,6 +20,15 @@ def test_retrieval_recall_hand_computed():
     assert r["text_to_image_R@2"] == pytest.approx(1.0)
 
 
+def test_retrieval_recall_counts_matches_of_negative_similarity():
+    # Each image's own caption ranks first although every similarity is negative.
+    image_embeds = torch.eye(3)
+    text_embeds = torch.nn.functional.normalize(torch.eye(3) * 0.5 - 1.0, dim=-1)
+    assert (image_embeds @ text_embeds.T < 0).all()
+    r = retrieval_recall(image_embeds, text_embeds, ks=(1,))
+    assert r["image_to_text_R@1"] == r["text_to_image_R@1"] == 1.0
+
+
 def test_retrieval_recall_rejects_unpaired():
     with pytest.raises(ValueError, match="equal shapes"):
         retrieval_recall(torch.zeros(3, 4), torch.zeros(2, 4))

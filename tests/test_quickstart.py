@@ -72,6 +72,12 @@ def test_quickstart_refuses_to_resume_a_run_with_other_settings(tmp_path):
     _check_same_run(train_dir, {"epochs": 1, "shard_counts": {"train": 10}})  # same: resumes
     with pytest.raises(ValueError, match=r"other settings \(shard_counts\).*another --out"):
         _check_same_run(train_dir, {"epochs": 1, "shard_counts": {"train": 4}})
+    # The check made before the shards are rewritten compares what it is given, writes nothing.
+    record = (train_dir / "quickstart_run.json").read_text()
+    _check_same_run(train_dir, {"epochs": 1}, record_it=False)
+    with pytest.raises(ValueError, match=r"other settings \(max_cases\)"):
+        _check_same_run(train_dir, {"epochs": 1, "max_cases": 30}, record_it=False)
+    assert (train_dir / "quickstart_run.json").read_text() == record
 
 
 def test_quickstart_refuses_a_config_that_trains_on_test(tmp_path):

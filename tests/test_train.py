@@ -481,3 +481,21 @@ def test_resume_check_names_a_damaged_checkpoint(tmp_path):
     damaged.write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(ValueError, match=r"last.ckpt is not a readable checkpoint.*copy it again"):
         _refuse_resume_with_other_settings(damaged, None, None)
+
+
+def test_resume_finds_the_run_whether_its_folder_is_relative_or_absolute(
+    tiny_shards, tmp_path, monkeypatch
+):
+    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    common = ["--config", str(config), "--data.shards", str(tiny_shards)]
+    common += ["--data.num_workers", "0", "--data.batch_size", "4", "--model.image_size", "32"]
+    common += ["--data.train_image_size", "32", "--model.pretrained_towers", "false"]
+    common += ["--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false"]
+    monkeypatch.chdir(tmp_path)
+    run_training(["fit", *common, "--trainer.default_root_dir", "run", "--trainer.max_steps", "2"])
+    absolute = ["--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", "last"]
+    run_training(["fit", *common, *absolute, "--trainer.max_steps", "3"])
+    checkpoints = tmp_path / "run" / "checkpoints"
+    # Lightning would have saved the resumed run as last-v1.ckpt beside the first one's.
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 3

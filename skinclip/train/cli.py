@@ -58,7 +58,10 @@ class RootCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:
-            self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+            # Absolute: Lightning restores its record of last.ckpt only when the folder string
+            # matches, and otherwise saves beside it as last-v1.ckpt, so one folder given once
+            # as a relative path and once as an absolute one would split a run in two.
+            self.dirpath = str((Path(trainer.default_root_dir) / "checkpoints").resolve())
         super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -106,8 +109,9 @@ def _refuse_resume_on_other_splits(path: Path, train_splits: tuple[str, ...]) ->
 
 
 # Where the run reads and how many processes load it: moving the shards or changing the loader
-# count changes nothing the run learns, so a resumed run may differ in these.
-_RESUMABLE_DATA_CHANGES = frozenset({"shards", "num_workers"})
+# count changes nothing the run learns, so a resumed run may differ in these. The training
+# splits are compared as a set, with their own message (_refuse_resume_on_other_splits).
+_RESUMABLE_DATA_CHANGES = frozenset({"shards", "num_workers", "train_splits"})
 
 
 def _changed_settings(saved, current, ignore: frozenset = frozenset()) -> list[str]:
