@@ -132,6 +132,18 @@ def _changed_settings(saved, current, ignore: frozenset = frozenset()) -> list[s
     ]
 
 
+def _refuse_unreadable_resume(path: Path) -> None:
+    """Name a checkpoint to resume from that cannot be read, and the way out."""
+    try:
+        read_checkpoint(path)
+    except ValueError:
+        raise ValueError(
+            f"Cannot resume: {path} cannot be read as a Lightning checkpoint (a run killed while "
+            "saving can leave it cut short). To start afresh, move its last.ckpt away or pass "
+            "another --trainer.default_root_dir."
+        ) from None
+
+
 def _refuse_resume_with_other_settings(path: Path, model, datamodule) -> None:
     """Refuse to continue a run whose model or data settings have changed since it started.
 
@@ -187,6 +199,7 @@ class ResumableCLI(LightningCLI):
         resumed = config.get("ckpt_path")
         # SkinVL's data module has no train_splits; other ckpt_path values name no file.
         if resumed and Path(resumed).is_file():
+            _refuse_unreadable_resume(Path(resumed))
             if hasattr(self.datamodule, "train_splits"):
                 _refuse_resume_on_other_splits(Path(resumed), tuple(self.datamodule.train_splits))
             _refuse_resume_with_other_settings(Path(resumed), self.model, self.datamodule)
