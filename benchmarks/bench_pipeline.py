@@ -88,12 +88,12 @@ def train_step(module: SkinCLIPModule, optimizer, batch: dict, bf16: bool = Fals
     optimizer.step()
 
 
-def bench_steps(module: SkinCLIPModule, batch: dict, steps: int, bf16: bool = False) -> float:
+def bench_steps(module: SkinCLIPModule, batch: dict, steps: int) -> float:
     optimizer = torch.optim.AdamW(module._param_groups(), lr=1e-4)
     module.set_training_modes()
 
     def step() -> None:
-        train_step(module, optimizer, batch, bf16)
+        train_step(module, optimizer, batch)
 
     step()  # warm-up
     start = time.perf_counter()

@@ -170,11 +170,11 @@ def _run_settings(options: QuickstartOptions) -> dict:
     }
 
 
-def _train(options: QuickstartOptions, shards: Path, train_dir: Path, manifest: dict) -> Path:
+def _train(options: QuickstartOptions, shards: Path, train_dir: Path, settings: dict) -> Path:
+    """Train (or resume) into ``train_dir``; ``settings`` are the run's, shard counts included."""
     from skinclip.train.cli import last_checkpoint, run_training
 
     configs = training_configs(options.config)
-    settings = {**_run_settings(options), "shard_counts": manifest["counts"]}
     _check_same_run(train_dir, settings)
 
     args = ["fit"]
@@ -257,7 +257,8 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     timings = {}
 
     # Before the shards are rewritten: a refused rerun must leave the earlier run as it was.
-    _check_same_run(out / "train", _run_settings(options), record_it=False)
+    settings = _run_settings(options)
+    _check_same_run(out / "train", settings, record_it=False)
     start = time.perf_counter()
     records = _sample_cases(read_atlas(atlas), options.max_cases)
     shards = out / "shards"
@@ -266,7 +267,8 @@ def run_quickstart(options: QuickstartOptions) -> dict:
     timings["shards_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    checkpoint = _train(options, shards, out / "train", manifest)
+    settings["shard_counts"] = manifest["counts"]
+    checkpoint = _train(options, shards, out / "train", settings)
     timings["train_s"] = time.perf_counter() - start
     if "test" in trained_splits(str(checkpoint)):
         raise ValueError(

@@ -475,12 +475,16 @@ def test_resume_compares_only_settings_both_runs_know():
 
 
 def test_resume_check_names_a_damaged_checkpoint(tmp_path):
-    from skinclip.train.cli import _refuse_resume_with_other_settings
+    from skinclip.model.towers import read_checkpoint
+    from skinclip.train.cli import _read_resumed
 
     damaged = tmp_path / "last.ckpt"
     damaged.write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(ValueError, match=r"last.ckpt is not a readable checkpoint.*copy it again"):
-        _refuse_resume_with_other_settings(damaged, None, None)
+        read_checkpoint(damaged)
+    # Resuming, the user gave no file: the way out is to move it away.
+    with pytest.raises(ValueError, match=r"Cannot resume: .*last.ckpt cannot be read.*move its"):
+        _read_resumed(damaged)
 
 
 def test_resume_finds_the_run_whether_its_folder_is_relative_or_absolute(

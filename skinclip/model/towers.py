@@ -325,11 +325,7 @@ def trained_splits(ckpt_path: str | None, own_only: bool = False) -> tuple[str, 
             break
         chain.append(ckpt_path)
         ckpt = read_checkpoint(Path(ckpt_path))
-        data = ckpt.get("datamodule_hyper_parameters") or {}
-        # Checkpoints from before train_splits existed trained on the train split alone.
-        splits = data.get("train_splits", ("train",)) if isinstance(data, dict) else ()
-        if isinstance(splits, (list, tuple)):
-            seen += [str(s) for s in splits if str(s) not in seen]
+        seen += [s for s in own_train_splits(ckpt) if s not in seen]
         hparams = ckpt.get("hyper_parameters")
         ckpt_path = None if own_only or not hasattr(hparams, "get") else hparams.get("pretrained")
         if ckpt_path and _is_lightning_checkpoint(ckpt_path) and not Path(ckpt_path).is_file():
@@ -340,6 +336,15 @@ def trained_splits(ckpt_path: str | None, own_only: bool = False) -> tuple[str, 
                 ckpt_path,
             )
     return tuple(seen)
+
+
+def own_train_splits(ckpt: dict) -> tuple[str, ...]:
+    """The splits a loaded SkinCLIP checkpoint itself trained on (not those of the one it
+    started from); ``()`` when it does not record them."""
+    data = ckpt.get("datamodule_hyper_parameters") or {}
+    # Checkpoints from before train_splits existed trained on the train split alone.
+    splits = data.get("train_splits", ("train",)) if isinstance(data, dict) else ()
+    return tuple(str(s) for s in splits) if isinstance(splits, (list, tuple)) else ()
 
 
 def read_checkpoint(path: Path) -> dict:

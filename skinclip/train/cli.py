@@ -13,8 +13,8 @@ from lightning.pytorch.cli import LightningCLI
 from skinclip.model.towers import (
     SkinCLIPBundle,
     export_open_clip,
+    own_train_splits,
     read_checkpoint,
-    trained_splits,
 )
 from skinclip.train.datamodule import ShardDataModule
 from skinclip.train.module import SkinCLIPModule, default_precision
@@ -93,13 +93,13 @@ def _refuse_fresh_run_over_earlier(root: Path) -> None:
         )
 
 
-def _refuse_resume_on_other_splits(path: Path, train_splits: tuple[str, ...]) -> None:
+def _refuse_resume_on_other_splits(path: Path, saved: dict, train_splits: tuple[str, ...]) -> None:
     """Refuse to continue a run on other training splits than it started with.
 
     A final fit (train + val) resumed with the tuning config (train alone), or the reverse,
     would give a model of neither recipe and overwrite the first run's checkpoint and export.
     """
-    before = trained_splits(str(path), own_only=True)
+    before = own_train_splits(saved)
     if before and set(before) != set(train_splits):
         raise ValueError(
             f"{path} is a run on the {'+'.join(before)} split(s), but this run trains on "
@@ -132,10 +132,10 @@ def _changed_settings(saved, current, ignore: frozenset = frozenset()) -> list[s
     ]
 
 
-def _refuse_unreadable_resume(path: Path) -> None:
-    """Name a checkpoint to resume from that cannot be read, and the way out."""
+def _read_resumed(path: Path) -> dict:
+    """The checkpoint a run resumes from; one that cannot be read is refused with the way out."""
     try:
-        read_checkpoint(path)
+        return read_checkpoint(path)
     except ValueError:
         raise ValueError(
             f"Cannot resume: {path} cannot be read as a Lightning checkpoint (a run killed while "
@@ -144,14 +144,13 @@ def _refuse_unreadable_resume(path: Path) -> None:
         ) from None
 
 
-def _refuse_resume_with_other_settings(path: Path, model, datamodule) -> None:
+def _refuse_resume_with_other_settings(path: Path, saved: dict, model, datamodule) -> None:
     """Refuse to continue a run whose model or data settings have changed since it started.
 
     Lightning resumes with whatever settings it is given, so a run started with one diagnosis
     term, learning rate or crop size and resumed with another would finish as a model of
     neither recipe, with nothing in its checkpoint to say so.
     """
-    saved = read_checkpoint(path)
     changed = [
         f"model.{c}" for c in _changed_settings(saved.get("hyper_parameters"), model.hparams)
     ]
@@ -199,10 +198,11 @@ class ResumableCLI(LightningCLI):
         resumed = config.get("ckpt_path")
         # SkinVL's data module has no train_splits; other ckpt_path values name no file.
         if resumed and Path(resumed).is_file():
-            _refuse_unreadable_resume(Path(resumed))
+            path = Path(resumed)
+            saved = _read_resumed(path)
             if hasattr(self.datamodule, "train_splits"):
-                _refuse_resume_on_other_splits(Path(resumed), tuple(self.datamodule.train_splits))
-            _refuse_resume_with_other_settings(Path(resumed), self.model, self.datamodule)
+                _refuse_resume_on_other_splits(path, saved, tuple(self.datamodule.train_splits))
+            _refuse_resume_with_other_settings(path, saved, self.model, self.datamodule)
 
 
 class SkinCLIPCLI(ResumableCLI):
